@@ -1,0 +1,44 @@
+"""One typed settings object, read from `CLINICFLOW_*` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "clinicflow"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. No other module reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CLINICFLOW_", env_file=".env", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=_default_cache, description="Converted models, demo cohort, DBs.")
+
+    # FHIR
+    fhir_url: str | None = Field(None, description="FHIR R4 base URL; unset means the embedded server.")
+    fhir_token: str | None = Field(None, description="Bearer token for the FHIR server.")
+    fhir_timeout_s: float = 30.0
+    fhir_retries: int = 3
+    fhir_port: int = 8765
+
+    # Model
+    model: str | None = Field(None, description="Local model folder (MedGemma); unset means Gemma 3 270M.")
+    model_url: str | None = Field(None, description="OpenAI-compatible base URL; overrides `model`.")
+    model_name: str = Field("medgemma-27b-text-it", description="Model name sent to an OpenAI server.")
+    model_api_key: str | None = None
+    device: str | None = Field(None, description="torch device; default cuda when present, else cpu.")
+    max_new_tokens: int = 256
+
+    # Workflows
+    max_steps: int = Field(8, description="Upper bound on graph steps per run.")
+    evidence_token_budget: int = 1200
+    checkpoint_db: Path | None = Field(None, description="SQLite checkpoint file; default in cache_dir.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL for runs/audit; Postgres at scale.")
+
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint_db or self.cache_dir / "checkpoints.sqlite"
