@@ -1,0 +1,244 @@
+"""Agent roles of EHR question answering: planner, extractor and answerer.
+
+Each role is a system prompt, a tool set and an output contract. The extractor and the answerer
+reply through one forced tool call (`record_facts`, `final_answer`) so that a backend with
+grammar-constrained decoding always returns output of the contract's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ANSWERER",
+    "BAD_ARGUMENTS_TEMPLATE",
+    "EXTRACTOR",
+    "FINISH_TOOL_NAME",
+    "INVALID_REPLY_TEMPLATE",
+    "NOT_FOUND",
+    "PLANNER",
+    "TOOL_FAILED_TEMPLATE",
+    "UNKNOWN_TOOL_TEMPLATE",
+    "ExtractedFacts",
+    "Fact",
+    "FinalAnswer",
+    "Role",
+    "answerer_messages",
+    "bind_role",
+    "citations_in",
+    "extractor_messages",
+    "finish_tool",
+    "invalid_reply_message",
+    "is_refusal",
+    "normalize_citation",
+    "planner_messages",
+    "render_call",
+    "render_reply",
+]
+
+NOT_FOUND = "not found in the record"
+FINISH_TOOL_NAME = "finish_retrieval"
+
+INVALID_REPLY_TEMPLATE = (
+    "Your last reply was not a valid tool call: {error}\n"
+    "Reply with exactly one call of one of these tools: {tools}."
+)
+BAD_ARGUMENTS_TEMPLATE = "Bad arguments for tool {tool}: {error}\nFix the arguments and call it again."
+UNKNOWN_TOOL_TEMPLATE = "Unknown tool {tool}. Call one of: {tools}."
+TOOL_FAILED_TEMPLATE = (
+    "Tool {tool} failed: {error}\nThe arguments were accepted; the failure is on the data source's side. "
+    "Try another search or finish with the evidence you have."
+)
+
+_CITATION = r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}"
+_BRACKETED = re.compile(rf"\[({_CITATION})\]")
+_BARE = re.compile(rf"^\[?\s*({_CITATION})\s*\]?$")
+
+PLANNER_PROMPT = f"""\
+You retrieve evidence from one patient's FHIR record to answer a clinical question.
+The first tool result is a manifest of the record: resource types, codes with display names, \
+counts and date spans.
+Search with the resource types, codes, words and date ranges from the manifest that can answer \
+the question. Every result line ends with its citation [ResourceType/id].
+A question that links several records needs several searches; you may call several tools at once.
+When the results hold what the question needs, or the manifest shows the record lacks it, \
+call {FINISH_TOOL_NAME}.
+The patient is fixed by the system: never pass a patient id."""
+
+EXTRACTOR_PROMPT = """\
+You select evidence for a clinical question about one patient.
+From the evidence lines, keep only the facts that bear on the question. State each fact briefly \
+with its value, unit and date, and give the citation(s) [ResourceType/id] copied exactly from the \
+line(s) it comes from. Never add a fact that is not in the lines.
+If no line bears on the question, return an empty list of facts.
+Reply by calling record_facts."""
+
+ANSWERER_PROMPT = f"""\
+You answer a clinical question about one patient using only the facts given.
+Answer briefly, in the form the question asks for (yes/no, a value with its unit, a date, a name), \
+and list the citation [ResourceType/id] of every fact the answer rests on, copied exactly.
+If the facts do not answer the question, the answer is exactly "{NOT_FOUND}" with no citations.
+Never guess. Reply by calling final_answer."""
+
+
+class Fact(BaseModel):
+    """One fact relevant to the question, with the citations it rests on."""
+
+    text: str = Field(description="The fact, briefly: what, value with unit, date.")
+    citations: list[str] = Field(description="Citations copied from the evidence, e.g. Observation/abc.")
+
+
+class ExtractedFacts(BaseModel):
+    """The extractor's output contract."""
+
+    facts: list[Fact] = Field(description="Facts that bear on the question; empty when none does.")
+
+
+class FinalAnswer(BaseModel):
+    """The answerer's output contract."""
+
+    answer: str = Field(description=f'The answer, or exactly "{NOT_FOUND}".')
+    citations: list[str] = Field(
+        description="Citations of the facts the answer rests on, e.g. Observation/abc."
+    )
+
+
+def _echo(**kwargs: Any) -> str:
+    return json.dumps(kwargs, default=str)
+
+
+def _finish() -> str:
+    return "Retrieval finished."
+
+
+def finish_tool() -> BaseTool:
+    """The planner's tool for saying the evidence is complete."""
+    return StructuredTool.from_function(
+        func=_finish,
+        name=FINISH_TOOL_NAME,
+        description="Call when the evidence retrieved so far answers the question, or the record lacks it.",
+    )
+
+
+def _contract_tool(name: str, description: str, schema: type[BaseModel]) -> BaseTool:
+    return StructuredTool.from_function(func=_echo, name=name, description=description, args_schema=schema)
+
+
+@dataclass(frozen=True)
+class Role:
+    """An agent role: its system prompt, its output contract (if any) and the tool it replies through."""
+
+    name: str
+    system_prompt: str
+    output_schema: type[BaseModel] | None = None
+    output_tool_name: str | None = None
+
+    def tools(self, tools: Sequence[BaseTool] = ()) -> list[BaseTool]:
+        """The tools this role is bound to: the given search tools for the planner, else its contract."""
+        if self.output_schema is None or self.output_tool_name is None:
+            return [*tools, finish_tool()]
+        description = self.output_schema.__doc__ or self.name
+        return [_contract_tool(self.output_tool_name, description.strip(), self.output_schema)]
+
+    @property
+    def tool_choice(self) -> str:
+        """`any` for the planner (some tool call is required), else the contract tool's name."""
+        return self.output_tool_name or "any"
+
+
+PLANNER = Role(name="planner", system_prompt=PLANNER_PROMPT)
+EXTRACTOR = Role(
+    name="extractor",
+    system_prompt=EXTRACTOR_PROMPT,
+    output_schema=ExtractedFacts,
+    output_tool_name="record_facts",
+)
+ANSWERER = Role(
+    name="answerer",
+    system_prompt=ANSWERER_PROMPT,
+    output_schema=FinalAnswer,
+    output_tool_name="final_answer",
+)
+
+
+def bind_role(
+    model: BaseChatModel, role: Role, tools: Sequence[BaseTool] = ()
+) -> Runnable[LanguageModelInput, BaseMessage]:
+    """Bind a chat model to a role's tools with its forced tool choice."""
+    return model.bind_tools(role.tools(tools), tool_choice=role.tool_choice)
+
+
+def planner_messages(question: str, history: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The planner's prompt: role, question, then the tool calls and results so far."""
+    return [
+        SystemMessage(PLANNER.system_prompt),
+        HumanMessage(f"Question: {question}"),
+        *history,
+    ]
+
+
+def extractor_messages(question: str, evidence: Sequence[str]) -> list[BaseMessage]:
+    """The extractor's prompt: role, question and the retrieved evidence lines."""
+    lines = "\n".join(f"- {line}" for line in evidence)
+    return [
+        SystemMessage(EXTRACTOR.system_prompt),
+        HumanMessage(f"Question: {question}\n\nEvidence lines:\n{lines}"),
+    ]
+
+
+def answerer_messages(question: str, facts: Sequence[Fact]) -> list[BaseMessage]:
+    """The answerer's prompt: role, question and the extracted facts with their citations."""
+    lines = "\n".join(f"- {f.text} " + " ".join(f"[{c}]" for c in f.citations) for f in facts)
+    return [
+        SystemMessage(ANSWERER.system_prompt),
+        HumanMessage(f"Question: {question}\n\nFacts:\n{lines}"),
+    ]
+
+
+def invalid_reply_message(error: str, tool_names: Iterable[str]) -> HumanMessage:
+    """The message that tells the model its reply was not a valid tool call."""
+    return HumanMessage(INVALID_REPLY_TEMPLATE.format(error=error, tools=", ".join(tool_names)))
+
+
+def render_call(name: str, args: dict[str, Any] | str | None) -> str:
+    """A tool call as one short line, e.g. `search_record(resource_type='Observation')`."""
+    if isinstance(args, dict):
+        inner = ", ".join(f"{k}={v!r}" for k, v in args.items() if v is not None)
+    else:
+        inner = args or ""
+    return f"{name}({inner})"
+
+
+def render_reply(reply: AIMessage) -> str:
+    """What a model reply said, as text: its content, else its (possibly invalid) calls."""
+    if reply.text.strip():
+        return reply.text
+    calls = [render_call(c["name"], c["args"]) for c in reply.tool_calls]
+    calls += [render_call(c.get("name") or "?", c.get("args")) for c in reply.invalid_tool_calls]
+    return "\n".join(calls)
+
+
+def normalize_citation(value: str) -> str | None:
+    """`[Observation/abc]` or `Observation/abc` -> `Observation/abc`; None when it is not a citation."""
+    match = _BARE.match(value.strip())
+    return match.group(1) if match else None
+
+
+def citations_in(text: str) -> list[str]:
+    """The bracketed citations `[ResourceType/id]` in a text, in order, without repeats."""
+    return list(dict.fromkeys(_BRACKETED.findall(text)))
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether an answer says the record does not hold the answer."""
+    return NOT_FOUND in " ".join(answer.lower().split())

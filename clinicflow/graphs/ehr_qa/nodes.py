@@ -1,0 +1,467 @@
+"""Nodes of the EHR question-answering graph: plan, retrieve, extract, answer.
+
+The model and the tools are bound once when `EhrQaNodes` is built; each node only reads state and
+returns an update. Every model call and tool call is timed into the state's trace.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.errors import GraphBubbleUp
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
+from langgraph.types import Command
+from pydantic import BaseModel, ValidationError
+
+from clinicflow.agents.ehr_qa import (
+    ANSWERER,
+    BAD_ARGUMENTS_TEMPLATE,
+    EXTRACTOR,
+    FINISH_TOOL_NAME,
+    NOT_FOUND,
+    PLANNER,
+    TOOL_FAILED_TEMPLATE,
+    UNKNOWN_TOOL_TEMPLATE,
+    ExtractedFacts,
+    Fact,
+    FinalAnswer,
+    Role,
+    answerer_messages,
+    bind_role,
+    citations_in,
+    extractor_messages,
+    invalid_reply_message,
+    is_refusal,
+    normalize_citation,
+    planner_messages,
+    render_reply,
+)
+from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
+
+__all__ = ["FAILED_ANSWER", "EhrQaNodes"]
+
+FAILED_ANSWER = "no answer: the model did not return a valid final answer"
+_TIMING_KEY = "clinicflow_timing"
+_BRACKETED_ANY = re.compile(r"\s*\[[A-Z][A-Za-z]+/[^\]\s]{1,64}\]")
+
+ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _event(
+    kind: str,
+    name: str,
+    *,
+    args: dict[str, Any] | None = None,
+    summary: str = "",
+    started: str | None = None,
+    duration_ms: float = 0.0,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+    error: str | None = None,
+) -> TraceRecord:
+    return TraceRecord(
+        kind=kind,  # type: ignore[typeddict-item]
+        name=name,
+        args=args or {},
+        summary=summary,
+        started=started or _now(),
+        duration_ms=round(duration_ms, 2),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        error=error,
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _call_model(
+    runnable: Runnable[LanguageModelInput, BaseMessage],
+    role: Role,
+    messages: list[BaseMessage],
+    config: RunnableConfig,
+) -> tuple[AIMessage, TraceRecord]:
+    """Call a bound model once and time it; returns the reply and its trace event."""
+    started = _now()
+    t0 = time.perf_counter()
+    reply = await runnable.ainvoke(messages, config)
+    elapsed = (time.perf_counter() - t0) * 1000
+    if not isinstance(reply, AIMessage):
+        reply = AIMessage(content=reply.content)
+    usage = reply.usage_metadata
+    return reply, _event(
+        "model",
+        role.name,
+        args={"messages": len(messages), "tool_choice": role.tool_choice},
+        summary=_short(render_reply(reply)),
+        started=started,
+        duration_ms=elapsed,
+        tokens_in=usage["input_tokens"] if usage else None,
+        tokens_out=usage["output_tokens"] if usage else None,
+    )
+
+
+def _invalid_reason(reply: AIMessage) -> str:
+    if reply.invalid_tool_calls:
+        return "; ".join(
+            f"{c.get('name') or '?'}: {c.get('error') or 'unparseable arguments'}"
+            for c in reply.invalid_tool_calls
+        )
+    return "the reply held no tool call"
+
+
+def _parse_contract(
+    reply: AIMessage, tool_name: str, schema: type[BaseModel]
+) -> tuple[BaseModel | None, str]:
+    """The reply's contract call validated against its schema, or None and why not."""
+    for call in reply.tool_calls:
+        if call["name"] == tool_name:
+            try:
+                return schema.model_validate(call["args"]), ""
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                return None, f"{tool_name} arguments do not match its schema: {problems}"
+    if reply.tool_calls:
+        return None, f"expected a call of {tool_name}, got {', '.join(c['name'] for c in reply.tool_calls)}"
+    return None, _invalid_reason(reply)
+
+
+async def _timed_tool_call(request: ToolCallRequest, execute: ToolExecutor) -> ToolMessage | Command:
+    """Run one tool call; time it and turn any failure into an error message the model can read."""
+    call = request.tool_call
+    started = _now()
+    t0 = time.perf_counter()
+    error_kind: str | None = None
+    result: ToolMessage | Command
+    try:
+        if request.tool is None:
+            error_kind = "unknown tool"
+            tools = ", ".join(t.name for t in request.runtime.tools) if request.runtime else ""
+            result = ToolMessage(
+                UNKNOWN_TOOL_TEMPLATE.format(tool=call["name"], tools=tools),
+                name=call["name"],
+                tool_call_id=call["id"] or "",
+                status="error",
+            )
+        else:
+            result = await execute(request)
+            if isinstance(result, ToolMessage) and result.status == "error":
+                error_kind = _self_reported_kind(result.text)
+    except GraphBubbleUp:
+        raise
+    except ToolInvocationError as exc:
+        error_kind = "bad arguments"
+        problems = (
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.filtered_errors)
+            if exc.filtered_errors is not None
+            else str(exc.source)
+        )
+        result = ToolMessage(
+            BAD_ARGUMENTS_TEMPLATE.format(tool=call["name"], error=problems),
+            name=call["name"],
+            tool_call_id=call["id"] or "",
+            status="error",
+        )
+    except Exception as exc:
+        error_kind = "tool failed"
+        result = ToolMessage(
+            TOOL_FAILED_TEMPLATE.format(tool=call["name"], error=f"{type(exc).__name__}: {exc}"),
+            name=call["name"],
+            tool_call_id=call["id"] or "",
+            status="error",
+        )
+    if isinstance(result, ToolMessage):
+        result.response_metadata[_TIMING_KEY] = {
+            "started": started,
+            "duration_ms": (time.perf_counter() - t0) * 1000,
+            "error_kind": error_kind,
+        }
+    return result
+
+
+def _self_reported_kind(text: str) -> str:
+    """The kind of an error a tool reported itself: "Bad arguments..." or, by default, a failure."""
+    return "bad arguments" if text.lstrip().lower().startswith("bad arguments") else "tool failed"
+
+
+def _hidden_args(tool: BaseTool) -> set[str]:
+    """Arguments a tool takes that the model does not see: injected from state or runtime."""
+    return set(_input_fields(tool)) - set(tool.args)
+
+
+def _input_fields(tool: BaseTool) -> dict[str, Any]:
+    """All fields of a tool's input schema, injected ones included."""
+    fields: dict[str, Any] = getattr(tool.get_input_schema(), "model_fields", {})
+    return fields
+
+
+def _split_citations(raw: Sequence[str], known: set[str]) -> tuple[list[str], list[str]]:
+    """Citations found in the evidence, and the others (malformed ones as given), without repeats."""
+    kept: dict[str, None] = {}
+    dropped: dict[str, None] = {}
+    for value in raw:
+        citation = normalize_citation(value)
+        if citation is not None and citation in known:
+            kept[citation] = None
+        else:
+            dropped[citation or value] = None
+    return list(kept), list(dropped)
+
+
+class EhrQaNodes:
+    """The graph's nodes, holding the bound model and the tool node built once per graph."""
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        tools: Sequence[BaseTool],
+        *,
+        max_steps: int,
+        max_retries: int,
+        manifest_tool: str | None,
+    ) -> None:
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names) or FINISH_TOOL_NAME in names:
+            raise ValueError(f"tool names must be unique and not {FINISH_TOOL_NAME!r}: {names}")
+        self.max_steps = max_steps
+        self.max_retries = max_retries
+        self.manifest_tool = manifest_tool if manifest_tool in names else None
+        if self.manifest_tool is not None:
+            manifest = next(t for t in tools if t.name == self.manifest_tool)
+            fields = _input_fields(manifest)
+            required = [k for k in manifest.args if k in fields and fields[k].is_required()]
+            if required:
+                raise ValueError(
+                    f"manifest tool {manifest_tool!r} must need no arguments; it needs {required}"
+                )
+        planner_tools = PLANNER.tools(tools)
+        self._hidden_args = {t.name: _hidden_args(t) for t in planner_tools}
+        self.planner_tool_names = [t.name for t in planner_tools]
+        self._planner = model.bind_tools(planner_tools, tool_choice=PLANNER.tool_choice)
+        self._extractor = bind_role(model, EXTRACTOR)
+        self._answerer = bind_role(model, ANSWERER)
+        self.tool_node = ToolNode(
+            planner_tools, name="retrieve", handle_tool_errors=False, awrap_tool_call=_timed_tool_call
+        )
+
+    async def plan(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Ask the planner for the next tool calls; the first step reads the record's manifest."""
+        history = state.get("messages", [])
+        if not history and self.manifest_tool is not None:
+            call = ToolCall(
+                name=self.manifest_tool, args={}, id=f"call_{self.manifest_tool}", type="tool_call"
+            )
+            return {"messages": [AIMessage(content="", tool_calls=[call])], "steps": 0}
+
+        reply, event = await _call_model(
+            self._planner, PLANNER, planner_messages(state["question"], history), config
+        )
+        steps = state.get("steps", 0) + 1
+        done = steps >= self.max_steps
+        update: dict[str, Any] = {"steps": steps, "trace": [event]}
+        if reply.tool_calls:
+            if reply.invalid_tool_calls:
+                event["error"] = f"ignored invalid calls: {_invalid_reason(reply)}"
+            reply, stripped = self._strip_hidden_args(reply)
+            if stripped:
+                event["args"]["ignored_args"] = stripped
+            done = done or any(c["name"] == FINISH_TOOL_NAME for c in reply.tool_calls)
+            update |= {"messages": [reply], "invalid_streak": 0, "retrieval_done": done}
+            return update
+
+        reason = _invalid_reason(reply)
+        event["error"] = f"invalid tool call: {reason}"
+        streak = state.get("invalid_streak", 0) + 1
+        update["messages"] = [
+            AIMessage(content=render_reply(reply)),
+            invalid_reply_message(reason, self.planner_tool_names),
+        ]
+        update["invalid_streak"] = streak
+        if streak > self.max_retries:
+            failure = f"planner gave up after {streak} invalid tool calls in a row; last: {reason}"
+            update["trace"].append(_event("model", PLANNER.name, summary="retrieval stopped", error=failure))
+            update["errors"] = [failure]
+            done = True
+        update["retrieval_done"] = done
+        return update
+
+    def _strip_hidden_args(self, reply: AIMessage) -> tuple[AIMessage, list[str]]:
+        """Drop arguments the model may not set (the patient id among them) from its tool calls."""
+        stripped: list[str] = []
+        cleaned: list[ToolCall] = []
+        for call in reply.tool_calls:
+            hidden = self._hidden_args.get(call["name"], set())
+            stripped += [f"{call['name']}.{k}" for k in call["args"] if k in hidden]
+            cleaned.append({**call, "args": {k: v for k, v in call["args"].items() if k not in hidden}})
+        if not stripped:
+            return reply, []
+        return reply.model_copy(update={"tool_calls": cleaned}), stripped
+
+    async def retrieve(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Run the planner's tool calls; keep cited result lines as evidence and time every call."""
+        output = await self.tool_node.ainvoke(state, config)
+        calls = {c["id"]: c for m in state["messages"][-1:] if isinstance(m, AIMessage) for c in m.tool_calls}
+        messages: list[ToolMessage] = []
+        evidence: list[EvidenceRecord] = []
+        trace: list[TraceRecord] = []
+        errors: list[str] = []
+        for raw in output["messages"]:
+            meta = dict(raw.response_metadata)
+            timing = meta.pop(_TIMING_KEY, {})
+            message = raw.model_copy(update={"response_metadata": meta})
+            messages.append(message)
+            name = message.name or "?"
+            text = message.text
+            call = calls.get(message.tool_call_id)
+            error = None
+            if message.status == "error":
+                error = f"{timing.get('error_kind') or 'tool error'}: {_short(text)}"
+                if timing.get("error_kind") == "tool failed":
+                    errors.append(f"{name} failed: {_short(text)}")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            found = [] if error else [line for line in lines if citations_in(line)]
+            evidence += [EvidenceRecord(text=line, citations=citations_in(line), tool=name) for line in found]
+            trace.append(
+                _event(
+                    "tool",
+                    name,
+                    args=dict(call["args"]) if call else {},
+                    summary="" if error else f"{len(lines)} lines, {len(found)} cited",
+                    started=timing.get("started"),
+                    duration_ms=timing.get("duration_ms", 0.0),
+                    error=error,
+                )
+            )
+        return {"messages": messages, "evidence": evidence, "trace": trace, "errors": errors}
+
+    async def _contract_call(
+        self,
+        runnable: Runnable[LanguageModelInput, BaseMessage],
+        role: Role,
+        messages: list[BaseMessage],
+        config: RunnableConfig,
+    ) -> tuple[BaseModel | None, list[TraceRecord], list[str]]:
+        """Call a role until it returns valid output of its contract, at most 1 + max_retries times."""
+        assert role.output_schema is not None and role.output_tool_name is not None
+        conversation = list(messages)
+        trace: list[TraceRecord] = []
+        reason = ""
+        for _ in range(self.max_retries + 1):
+            reply, event = await _call_model(runnable, role, conversation, config)
+            trace.append(event)
+            parsed, reason = _parse_contract(reply, role.output_tool_name, role.output_schema)
+            if parsed is not None:
+                return parsed, trace, []
+            event["error"] = f"invalid tool call: {reason}"
+            conversation += [
+                AIMessage(content=render_reply(reply)),
+                invalid_reply_message(reason, [role.output_tool_name]),
+            ]
+        failure = f"{role.name} gave up after {self.max_retries + 1} invalid replies; last: {reason}"
+        trace.append(_event("model", role.name, summary="no valid output", error=failure))
+        return None, trace, [failure]
+
+    async def extract(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Keep only the facts relevant to the question, each with citations found in the evidence."""
+        evidence = state.get("evidence", [])
+        if not evidence:
+            return {"facts": []}
+        parsed, trace, errors = await self._contract_call(
+            self._extractor,
+            EXTRACTOR,
+            extractor_messages(state["question"], [e["text"] for e in evidence]),
+            config,
+        )
+        if not isinstance(parsed, ExtractedFacts):
+            errors.append("extractor failed: all evidence lines are passed on as facts")
+            facts = [
+                FactRecord(text=_BRACKETED_ANY.sub("", e["text"]).strip(), citations=e["citations"])
+                for e in evidence
+            ]
+            return {"facts": facts, "trace": trace, "errors": errors}
+        known = {c for e in evidence for c in e["citations"]}
+        facts = []
+        for fact in parsed.facts:
+            kept, dropped = _split_citations([*fact.citations, *citations_in(fact.text)], known)
+            if dropped:
+                trace.append(_citation_check("extractor", dropped, fact.text))
+            if kept:
+                facts.append(FactRecord(text=_BRACKETED_ANY.sub("", fact.text).strip(), citations=kept))
+            else:
+                trace.append(
+                    _event(
+                        "check", "citations", summary=f"fact dropped, no citation in evidence: {fact.text!r}"
+                    )
+                )
+        return {"facts": facts, "trace": trace, "errors": errors}
+
+    async def answer(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Answer from the facts, citing only retrieved evidence; refuse when nothing supports an answer."""
+        facts = state.get("facts", [])
+        prior_errors = state.get("errors", [])
+        refusal_status: Status = "failed" if prior_errors else "not_found"
+        if not facts:
+            return {"answer": NOT_FOUND, "citations": [], "status": refusal_status}
+        parsed, trace, errors = await self._contract_call(
+            self._answerer,
+            ANSWERER,
+            answerer_messages(state["question"], [Fact.model_validate(f) for f in facts]),
+            config,
+        )
+        if not isinstance(parsed, FinalAnswer):
+            return {
+                "answer": FAILED_ANSWER,
+                "citations": [],
+                "status": "failed",
+                "trace": trace,
+                "errors": errors,
+            }
+        if is_refusal(parsed.answer):
+            return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
+
+        known = {c for e in state.get("evidence", []) for c in e["citations"]}
+        kept, dropped = _split_citations([*parsed.citations, *citations_in(parsed.answer)], known)
+        text = _BRACKETED_ANY.sub(
+            lambda m: m.group(0) if m.group(0).strip()[1:-1] in known else "", parsed.answer
+        )
+        text = text.strip()
+        if dropped:
+            trace.append(_citation_check("answerer", dropped, parsed.answer))
+        if not kept:
+            trace.append(
+                _event(
+                    "check",
+                    "citations",
+                    summary="answer replaced by refusal: it cites nothing from the retrieved evidence",
+                    error=f"unsupported answer: {_short(parsed.answer)}",
+                )
+            )
+            return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
+        missing = [c for c in kept if c not in citations_in(text)]
+        if missing:
+            text = f"{text} " + " ".join(f"[{c}]" for c in missing)
+        return {"answer": text, "citations": kept, "status": "answered", "trace": trace}
+
+
+def _citation_check(role: str, dropped: Sequence[str], text: str) -> TraceRecord:
+    return _event(
+        "check",
+        "citations",
+        args={"role": role, "dropped": list(dropped)},
+        summary=f"dropped, not in the retrieved evidence: {', '.join(dropped)} (in {_short(text, 80)!r})",
+    )

@@ -1,0 +1,95 @@
+"""State of the EHR question-answering graph: what callers send, what the graph keeps, what it returns.
+
+Values are plain dicts, lists and messages so that every checkpointer can store them.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, Required, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+__all__ = [
+    "EvidenceRecord",
+    "FactRecord",
+    "InputState",
+    "OutputState",
+    "State",
+    "Status",
+    "TraceRecord",
+    "merge_evidence",
+]
+
+Status = Literal["answered", "not_found", "failed"]
+
+
+class EvidenceRecord(TypedDict):
+    """One retrieved line with the citations it carries and the tool that returned it."""
+
+    text: str
+    citations: list[str]
+    tool: str
+
+
+class FactRecord(TypedDict):
+    """One fact kept by the extractor, with citations that are all in the evidence."""
+
+    text: str
+    citations: list[str]
+
+
+class TraceRecord(TypedDict):
+    """One model call, tool call or safety check, timed."""
+
+    kind: Literal["model", "tool", "check"]
+    name: str
+    args: dict[str, Any]
+    summary: str
+    started: str
+    duration_ms: float
+    tokens_in: int | None
+    tokens_out: int | None
+    error: str | None
+
+
+def merge_evidence(left: list[EvidenceRecord], right: list[EvidenceRecord]) -> list[EvidenceRecord]:
+    """Append new evidence lines, keeping the first copy of a repeated line."""
+    seen = {e["text"] for e in left}
+    merged = list(left)
+    for item in right:
+        if item["text"] not in seen:
+            seen.add(item["text"])
+            merged.append(item)
+    return merged
+
+
+class InputState(TypedDict):
+    """What a caller sends: the question and the patient in context."""
+
+    question: str
+    patient_id: str
+
+
+class OutputState(TypedDict, total=False):
+    """What a run returns."""
+
+    question: Required[str]
+    patient_id: Required[str]
+    answer: str
+    citations: list[str]
+    status: Status
+    evidence: Annotated[list[EvidenceRecord], merge_evidence]
+    facts: list[FactRecord]
+    trace: Annotated[list[TraceRecord], operator.add]
+    errors: Annotated[list[str], operator.add]
+    steps: int
+
+
+class State(InputState, OutputState, total=False):
+    """Everything the graph keeps between nodes; `messages` is the planner's tool-call conversation."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    invalid_streak: int
+    retrieval_done: bool
