@@ -1,0 +1,97 @@
+"""`clinicflow guidelines`: index guideline files and search them from the shell."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clinicflow.settings import Settings
+from clinicflow.tools.guidelines import (
+    NO_GUIDELINES,
+    SHIPPED_CORPUS,
+    GuidelineError,
+    GuidelineIndex,
+    GuidelineSearcher,
+    SearchFilters,
+)
+
+__all__ = ["default_index_path", "guidelines_app"]
+
+guidelines_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Index clinical guidelines (Markdown, text, PDF) and search them (hybrid BM25 + dense retrieval).",
+)
+
+
+class SearchMode(StrEnum):
+    """Which retriever answers a search."""
+
+    hybrid = "hybrid"
+    bm25 = "bm25"
+    dense = "dense"
+
+
+def default_index_path(settings: Settings | None = None) -> Path:
+    """Where the guideline index lives unless `--index` says otherwise."""
+    return (settings or Settings()).cache_dir / "guidelines.sqlite"
+
+
+IndexOption = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index file (SQLite); default: <cache_dir>/guidelines.sqlite."),
+]
+
+
+@guidelines_app.command("index")
+def index_command(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder or file of .md/.txt/.pdf guidelines; default: the shipped starter corpus."
+        ),
+    ] = None,
+    index: IndexOption = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Empty the index before indexing.")] = False,
+) -> None:
+    """Add or update guideline documents in the index; unreadable files are skipped and listed."""
+    path = index or default_index_path()
+    source = directory or SHIPPED_CORPUS
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        report = GuidelineIndex(path).index_directory(source, rebuild=rebuild)
+    except GuidelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(report.summary())
+    typer.echo(f"index: {path}")
+
+
+@guidelines_app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="What to look up.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="Number of passages.")] = 5,
+    index: IndexOption = None,
+    mode: Annotated[SearchMode, typer.Option(help="Retriever.")] = SearchMode.hybrid,
+    document: Annotated[str | None, typer.Option(help="Only this document (id or title).")] = None,
+    section: Annotated[str | None, typer.Option(help="Only sections whose path starts with this.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Only documents with this tag (repeatable).")] = None,
+    budget: Annotated[int, typer.Option(help="Token budget for the printed passages.")] = 1200,
+) -> None:
+    """Print the top passages for QUERY, each under its [guideline: <doc> § <section>] citation."""
+    path = index or default_index_path()
+    filters = SearchFilters(document=document, section_prefix=section, tags=tuple(tag or ()))
+    try:
+        text = GuidelineSearcher(path).answer(query, k, token_budget=budget, mode=mode.value, filters=filters)
+    except GuidelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(text)
+    if text == NO_GUIDELINES:
+        typer.echo(
+            "run `clinicflow guidelines index [DIR]` first (no DIR indexes the starter corpus)", err=True
+        )
