@@ -1,0 +1,147 @@
+"""`clinicflow eval agentclinic`: simulated patient encounters scored against AgentClinic scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from clinicflow.evals.agentclinic import ScenarioSet
+
+__all__ = ["agentclinic"]
+
+_SPEC = "Model spec: default (Gemma 3 270M), a local model folder, or openai:URL[#model]."
+
+
+def agentclinic(
+    scenarios: Annotated[
+        Path | None, typer.Option("--scenarios", help="Scenario JSONL (AgentClinic OSCE or NEJM format).")
+    ] = None,
+    doctor: Annotated[str | None, typer.Option(help=f"Doctor model. {_SPEC}")] = None,
+    patient: Annotated[str | None, typer.Option(help=f"Patient model. {_SPEC}")] = None,
+    measurement: Annotated[str | None, typer.Option(help=f"Measurement model. {_SPEC}")] = None,
+    moderator: Annotated[str | None, typer.Option(help=f"Moderator model. {_SPEC}")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N scenarios.")] = None,
+    turns: Annotated[
+        int | None, typer.Option(min=1, help="Doctor turns allowed per case [default: 20].")
+    ] = None,
+    bias: Annotated[str | None, typer.Option(help="AgentClinic bias by name, e.g. recency, gender.")] = None,
+    bias_target: Annotated[
+        str | None, typer.Option("--bias-target", help="Role the bias is injected into: doctor or patient.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Cases run at once [default: 4].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder; rerun into it to resume.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML run file with these options; flags override it.")
+    ] = None,
+    doctor_tools: Annotated[
+        bool | None,
+        typer.Option(
+            "--doctor-tools/--no-doctor-tools",
+            help="Variant beyond the original protocol: the doctor may call guideline and FHIR tools.",
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", min=1, help="Token limit per model reply.")
+    ] = None,
+) -> None:
+    """Run AgentClinic encounters (doctor, patient, measurement, moderator) and write a report.
+
+    Finished cases are recorded as they end; rerunning the same command resumes an interrupted eval.
+    """
+    from clinicflow.agents.encounter import UnknownBiasError
+    from clinicflow.evals.agentclinic import (
+        DoctorToolsError,
+        ModelLoadError,
+        ModelSpecError,
+        RunConfigMismatchError,
+        RunFileError,
+        ScenarioFileError,
+        load_config,
+        run_from_config,
+    )
+    from clinicflow.settings import Settings
+
+    overrides: dict[str, Any] = {
+        "scenarios": scenarios,
+        "doctor": doctor,
+        "patient": patient,
+        "measurement": measurement,
+        "moderator": moderator,
+        "limit": limit,
+        "turns": turns,
+        "bias": bias,
+        "bias_target": bias_target,
+        "concurrency": concurrency,
+        "out": out,
+        "doctor_tools": doctor_tools,
+        "max_new_tokens": max_new_tokens,
+    }
+    expected = (
+        RunFileError,
+        ScenarioFileError,
+        UnknownBiasError,
+        ModelSpecError,
+        ModelLoadError,
+        RunConfigMismatchError,
+        DoctorToolsError,
+    )
+    try:
+        run_config = load_config(config, overrides)
+    except expected as exc:
+        _fail(str(exc))
+
+    finished = 0
+
+    def on_loaded(loaded: ScenarioSet, notes: list[str]) -> None:
+        for error in loaded.errors:
+            typer.echo(f"skipped {loaded.path} {error}", err=True)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"{len(loaded.cases)} scenario(s) from {loaded.path}; output in {run_config.out}")
+
+    def on_case(result: dict[str, Any]) -> None:
+        nonlocal finished
+        finished += 1
+        verdict = "correct" if result["correct"] else "incorrect"
+        typer.echo(
+            f"[{finished}] {result['case_id']}: {verdict} after {result['turns']} turn(s); "
+            f"diagnosis {result['diagnosis']!r}, expected {result['correct_diagnosis']!r}"
+        )
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # fields come from the environment
+        run = asyncio.run(run_from_config(run_config, settings, on_case=on_case, on_loaded=on_loaded))
+    except expected as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; rerun the same command to resume from {run_config.out}", err=True)
+        raise typer.Exit(130) from None
+
+    summary = run.summary
+    report = summary.report
+    for failure in summary.failures:
+        typer.echo(f"failed {failure['case_id']}: {failure['error']} (retried on rerun)", err=True)
+    accuracy = report["accuracy"]
+    if accuracy is not None:
+        low, high = report["accuracy_ci95"]
+        typer.echo(
+            f"accuracy {100 * accuracy:.1f}% ({report['correct']}/{report['cases_finished']}), "
+            f"95% CI {100 * low:.1f}-{100 * high:.1f}%; mean turns {report['mean_turns']:.2f}; "
+            f"{summary.ran} run now, {summary.skipped} already finished"
+        )
+    typer.echo(f"report: {summary.paths['markdown']}")
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+if __name__ == "__main__":
+    typer.run(agentclinic)

@@ -1,0 +1,245 @@
+"""Resumable AgentClinic runs: concurrent encounters, one transcript per case, a results log, a report.
+
+Layout of an output folder::
+
+    run.json                  what was run (scenario digest, models, turns, bias); a rerun must match
+    results.jsonl             one line per finished case, appended and fsynced as each case ends
+    transcripts/<case>.jsonl  one line per utterance of that case
+    report.{md,json,png}      written after every run, over all finished cases
+
+A case counts as finished once its results line is written; a rerun skips finished cases, so an
+interrupted eval resumes where it stopped. Failed cases are reported and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool
+
+from clinicflow.agents.encounter import BiasTarget, UnknownBiasError, validate_bias
+from clinicflow.evals.agentclinic.report import build_report, write_report
+from clinicflow.graphs.encounter import (
+    EncounterCase,
+    EncounterOutcome,
+    RoleModels,
+    Utterance,
+    build_encounter_graph,
+    run_encounter,
+)
+
+__all__ = ["COMPARED_KEYS", "RunConfigMismatchError", "RunStore", "RunSummary", "run_agentclinic"]
+
+COMPARED_KEYS = (
+    "scenarios_sha256",
+    "models",
+    "turns",
+    "bias",
+    "bias_target",
+    "doctor_tools",
+    "max_new_tokens",
+)
+"""Manifest keys a rerun into the same folder must match (limit and concurrency may change)."""
+
+
+class RunConfigMismatchError(ValueError):
+    """The output folder holds a run with a different configuration."""
+
+
+class RunStore:
+    """The files of one run folder; results are appended one line per case, transcripts written whole."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.manifest_path = out_dir / "run.json"
+        self.results_path = out_dir / "results.jsonl"
+        self.transcripts = out_dir / "transcripts"
+
+    def open(self, manifest: Mapping[str, Any]) -> None:
+        """Create the folder, or check that the run already in it has the same configuration."""
+        self.transcripts.mkdir(parents=True, exist_ok=True)
+        self._end_torn_line()
+        if self.manifest_path.exists():
+            try:
+                previous = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise RunConfigMismatchError(
+                    f"{self.manifest_path} is unreadable ({exc}); use a new --out"
+                ) from exc
+            changed = [k for k in COMPARED_KEYS if previous.get(k) != manifest.get(k)]
+            if changed:
+                detail = "; ".join(f"{k}: {previous.get(k)!r} -> {manifest.get(k)!r}" for k in changed)
+                raise RunConfigMismatchError(
+                    f"{self.out_dir} holds a run with a different configuration ({detail}); "
+                    "rerun with the same settings to resume, or choose a new --out"
+                )
+            return
+        if self.results_path.exists() and self.results_path.stat().st_size:
+            raise RunConfigMismatchError(f"{self.out_dir} holds results without run.json; choose a new --out")
+        _write_atomic(self.manifest_path, json.dumps(dict(manifest), indent=2, ensure_ascii=False) + "\n")
+
+    def _end_torn_line(self) -> None:
+        """Close a results line cut short by a kill, so the next line starts on its own."""
+        if not self.results_path.exists() or not self.results_path.stat().st_size:
+            return
+        with self.results_path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """Finished cases by id; a line cut short by a kill is ignored (that case runs again)."""
+        done: dict[str, dict[str, Any]] = {}
+        if not self.results_path.exists():
+            return done
+        for line in self.results_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("case_id"), str):
+                done[record["case_id"]] = record
+        return done
+
+    def transcript_path(self, case_id: str) -> Path:
+        """Where a case's transcript lives."""
+        return self.transcripts / f"{case_id}.jsonl"
+
+    def record(self, result: Mapping[str, Any], transcript: Sequence[Utterance]) -> None:
+        """Write the transcript, then append and fsync the results line that marks the case finished."""
+        body = "".join(json.dumps(u, ensure_ascii=False) + "\n" for u in transcript)
+        _write_atomic(self.transcript_path(str(result["case_id"])), body)
+        with self.results_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(result), ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunSummary:
+    """What a run did: cases run now, skipped as already finished, failed; the report and its files."""
+
+    out_dir: Path
+    ran: int
+    skipped: int
+    failures: list[dict[str, str]]
+    report: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _result_line(case: EncounterCase, outcome: EncounterOutcome, elapsed: float) -> dict[str, Any]:
+    return {
+        "case_id": case.case_id,
+        "correct_diagnosis": case.correct_diagnosis,
+        "diagnosis": outcome.diagnosis,
+        "correct": outcome.correct,
+        "moderator_reply": outcome.moderator_reply,
+        "turns": outcome.turns,
+        "tests_requested": outcome.tests_requested,
+        "finished": outcome.finished,
+        "image_missing": case.image_note is not None,
+        "elapsed_s": round(elapsed, 3),
+        "transcript": f"transcripts/{case.case_id}.jsonl",
+        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _biases(bias: str | None, target: BiasTarget) -> tuple[str | None, str | None]:
+    if target not in ("doctor", "patient"):
+        raise UnknownBiasError(bias or "", target)
+    name = validate_bias(bias, target)
+    return (name, None) if target == "doctor" else (None, name)
+
+
+async def run_agentclinic(
+    cases: Sequence[EncounterCase],
+    models: RoleModels,
+    out_dir: Path,
+    *,
+    run_info: Mapping[str, Any] | None = None,
+    turns: int = 20,
+    bias: str | None = None,
+    bias_target: BiasTarget = "doctor",
+    concurrency: int = 4,
+    doctor_tools: Sequence[BaseTool] = (),
+    record_tools: Sequence[BaseTool] = (),
+    on_case: Callable[[dict[str, Any]], None] | None = None,
+) -> RunSummary:
+    """Run every unfinished case (at most `concurrency` at once), record each, and write the report.
+
+    `run_info` adds to run.json (scenario path and digest, model specs). `doctor_tools` (all cases) and
+    `record_tools` (only cases linked to a FHIR patient) are the tool-use variant beyond the protocol.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    doctor_bias, patient_bias = _biases(bias, bias_target)
+    manifest = {
+        **dict(run_info or {}),
+        "turns": turns,
+        "bias": doctor_bias or patient_bias,
+        "bias_target": bias_target if (doctor_bias or patient_bias) else None,
+        "doctor_tools": bool(doctor_tools or record_tools),
+    }
+    manifest.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
+    store = RunStore(out_dir)
+    store.open(manifest)
+    manifest = json.loads(store.manifest_path.read_text(encoding="utf-8"))
+
+    done = store.finished()
+    pending = [case for case in cases if case.case_id not in done]
+    graphs: dict[bool, Any] = {}
+
+    def graph_for(case: EncounterCase) -> Any:
+        linked = bool(record_tools) and case.patient_id is not None
+        if linked not in graphs:
+            graphs[linked] = build_encounter_graph(
+                models,
+                max_turns=turns,
+                doctor_bias=doctor_bias,
+                patient_bias=patient_bias,
+                doctor_tools=[*doctor_tools, *(record_tools if linked else ())],
+            )
+        return graphs[linked]
+
+    semaphore = asyncio.Semaphore(concurrency)
+    failures: list[dict[str, str]] = []
+
+    async def one(case: EncounterCase) -> None:
+        async with semaphore:
+            started = time.perf_counter()
+            try:
+                outcome = await run_encounter(graph_for(case), case)
+            except Exception as exc:
+                failures.append({"case_id": case.case_id, "error": f"{type(exc).__name__}: {exc}"})
+                return
+            result = _result_line(case, outcome, time.perf_counter() - started)
+            store.record(result, outcome.transcript)
+            if on_case is not None:
+                on_case(result)
+
+    async with asyncio.TaskGroup() as group:
+        for case in pending:
+            group.create_task(one(case))
+
+    results = store.finished()
+    order = {case.case_id: i for i, case in enumerate(cases)}
+    ordered = sorted(results.values(), key=lambda r: (order.get(r["case_id"], len(order)), r["case_id"]))
+    report = build_report(ordered, manifest=manifest, selected=len(cases), failures=failures)
+    paths = write_report(report, out_dir)
+    return RunSummary(
+        out_dir, len(pending) - len(failures), len(cases) - len(pending), failures, report, paths
+    )

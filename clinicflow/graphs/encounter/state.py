@@ -1,0 +1,62 @@
+"""State of one simulated encounter: the case (input), the transcript and the outcome."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+__all__ = ["EncounterCase", "Finish", "InputState", "Role", "State", "Utterance"]
+
+Role = Literal["doctor", "patient", "measurement", "moderator", "system", "tool_call", "tool"]
+Finish = Literal["diagnosis", "turn_limit"]
+
+
+@dataclass(frozen=True)
+class EncounterCase:
+    """One AgentClinic scenario split into the slices each role may see."""
+
+    case_id: str
+    objective: str
+    patient_info: Any
+    exam_findings: Any
+    test_results: Any
+    correct_diagnosis: str
+    image: Path | None = None
+    image_note: str | None = None
+    patient_id: str | None = None
+
+
+class Utterance(TypedDict):
+    """One transcript line; doctor lines carry the parsed action, tool lines the tool name."""
+
+    turn: int
+    role: Role
+    text: str
+    action: NotRequired[str]
+    tool: NotRequired[str]
+
+
+class InputState(TypedDict):
+    """What a caller sends: the case, and the FHIR patient the doctor's tools may read (if any)."""
+
+    case: EncounterCase
+    patient_id: NotRequired[str | None]
+
+
+class State(InputState, total=False):
+    """Internal and output state; `turn` counts doctor turns taken."""
+
+    transcript: Annotated[list[Utterance], operator.add]
+    turn: int
+    last_action: str
+    diagnosis: str | None
+    tests_requested: Annotated[list[str], operator.add]
+    doctor_scratch: Annotated[list[AnyMessage], add_messages]
+    finished: Finish
+    verdict: bool
+    moderator_reply: str | None
