@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     model_api_key: str | None = None
     device: str | None = Field(None, description="torch device; default cuda when present, else cpu.")
     max_new_tokens: int = 256
+    model_timeout_s: float = Field(120.0, description="HTTP timeout for an OpenAI-compatible server.")
+    model_cpu_threads: int | None = Field(None, description="torch threads on CPU; default torch's own.")
 
     # Workflows
     max_steps: int = Field(8, description="Upper bound on graph steps per run.")

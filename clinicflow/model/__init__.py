@@ -1,0 +1,95 @@
+"""Model hosting: one langchain-core chat-model interface over local (transformers) and HTTP backends.
+
+`load_chat_model(settings)` picks the backend: an OpenAI-compatible URL, else a local model folder,
+else the CPU default Gemma 3 270M (converted once into the cache dir). Tools are bound with
+`bind_tools(tools, tool_choice=...)`; replies carry validated `tool_calls` or `invalid_tool_calls`
+with the error, and `usage_metadata` with token counts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clinicflow.model.base import PromptToolChatModel
+from clinicflow.model.default_model import (
+    DEFAULT_MODEL_MAX_ITEMS,
+    DEFAULT_MODEL_MAX_STRING_LENGTH,
+    default_model_dir,
+    ensure_default_model,
+)
+from clinicflow.model.errors import (
+    ModelConnectionError,
+    ModelDependencyError,
+    ModelError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
+from clinicflow.model.openai_backend import OpenAIChatModel
+from clinicflow.model.tool_calls import ParsedReply, ToolSpec, parse_reply
+from clinicflow.model.transformers_backend import TransformersChatModel, check_model_folder
+
+if TYPE_CHECKING:
+    from clinicflow.settings import Settings
+
+__all__ = [
+    "ModelConnectionError",
+    "ModelDependencyError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ModelResponseError",
+    "ModelTimeoutError",
+    "OpenAIChatModel",
+    "ParsedReply",
+    "PromptToolChatModel",
+    "ToolSpec",
+    "TransformersChatModel",
+    "default_model_dir",
+    "ensure_default_model",
+    "load_chat_model",
+    "parse_reply",
+]
+
+
+def load_chat_model(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    model_url: str | None = None,
+    progress: bool = True,
+) -> PromptToolChatModel:
+    """The chat model the settings (or the explicit `model` / `model_url`) ask for, ready to call.
+
+    Precedence: `model_url`, then `model`, then `settings.model_url`, then `settings.model`, then the
+    default Gemma 3 270M (strings in its constrained calls capped at 32 characters, lists at 4 items).
+    A local model is loaded here (once per process), so a bad folder fails now with a
+    `ModelNotFoundError` / `ModelLoadError` naming the path.
+    """
+    url = model_url or (None if model else settings.model_url)
+    if url:
+        api_key = settings.model_api_key
+        return OpenAIChatModel(
+            base_url=url,
+            model=settings.model_name,
+            api_key=api_key,  # type: ignore[arg-type]
+            max_new_tokens=settings.max_new_tokens,
+        )
+    path = model or settings.model
+    if path:
+        chat = TransformersChatModel(
+            model_path=str(check_model_folder(path)),
+            device=settings.device,
+            max_new_tokens=settings.max_new_tokens,
+        )
+    else:
+        chat = TransformersChatModel(
+            model_path=str(ensure_default_model(settings.cache_dir, progress=progress)),
+            device=settings.device,
+            max_new_tokens=settings.max_new_tokens,
+            max_string_length=DEFAULT_MODEL_MAX_STRING_LENGTH,
+            max_array_items=DEFAULT_MODEL_MAX_ITEMS,
+        )
+    chat.load()
+    return chat

@@ -1,0 +1,94 @@
+"""The OpenAI-compatible model server over a fixed-text model, alone and behind `OpenAIChatModel`."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from fastapi.testclient import TestClient
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+from clinicflow.model import OpenAIChatModel
+from clinicflow.model.server import create_app
+from tests.unit.model.fakes import TextModel
+from tests.unit.model.tools import TOOLS
+
+CALL = '{"name": "search_record", "arguments": {"resource_type": "Observation"}}'
+
+
+def test_a_valid_call_comes_back_as_native_tool_calls() -> None:
+    fake = TextModel(reply=CALL)
+    client = TestClient(create_app(fake, "gemma-3-270m"))
+    tools = [{"type": "function", "function": {"name": "search_record", "parameters": {"type": "object"}}}]
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "x",
+            "messages": [
+                {"role": "system", "content": "Role."},
+                {"role": "user", "content": "Q"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "search_record", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "nothing"},
+            ],
+            "tools": tools,
+            "tool_choice": "required",
+            "max_tokens": 7,
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    [choice] = body["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "search_record"
+    assert json.loads(call["function"]["arguments"]) == {"resource_type": "Observation"}
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert fake.seen == [(["search_record"], "any")]
+    assert fake.limits == [7]
+    [prompt] = fake.prompts
+    assert [type(m) for m in prompt] == [SystemMessage, HumanMessage, AIMessage, ToolMessage]
+    assert prompt[2].tool_calls[0]["id"] == "c1"  # type: ignore[attr-defined]
+
+
+def test_bad_requests_are_refused_with_an_openai_error() -> None:
+    client = TestClient(create_app(TextModel(reply="hi"), "m"))
+    stream = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Q"}], "stream": True}
+    )
+    assert stream.status_code == 400 and "streaming" in stream.json()["error"]["message"]
+    role = client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "Q"}]})
+    assert role.status_code == 400 and role.json()["error"]["message"] == "unknown message role 'robot'"
+    assert client.post("/v1/chat/completions", json={"messages": []}).status_code == 422
+    assert client.get("/v1/models").json()["data"][0]["id"] == "m"
+
+
+async def test_the_openai_backend_round_trips_through_the_server() -> None:
+    server = create_app(TextModel(reply=f"Looking it up.\n{CALL}"), "gemma-3-270m")
+    chat = OpenAIChatModel(base_url="http://clinicflow.test/v1", transport=httpx.ASGITransport(app=server))
+    reply = await chat.bind_tools(TOOLS, tool_choice="search_record").ainvoke([HumanMessage("Last HbA1c?")])
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
+        ("search_record", {"resource_type": "Observation"})
+    ]
+    assert reply.content == "Looking it up."
+    assert reply.response_metadata["tool_protocol"] == "native"
+    assert reply.usage_metadata == {"input_tokens": 3, "output_tokens": 5, "total_tokens": 8}
+    await chat.aclose()
+
+
+async def test_an_invalid_call_reaches_the_client_as_text_and_is_reported_there() -> None:
+    server = create_app(TextModel(reply='{"name": "search_record", "arguments": {"resource_type": 1}}'), "m")
+    chat = OpenAIChatModel(base_url="http://clinicflow.test", transport=httpx.ASGITransport(app=server))
+    reply = await chat.bind_tools(TOOLS, tool_choice="any").ainvoke([HumanMessage("Q")])
+    assert reply.tool_calls == []
+    assert "argument 'resource_type': 1 is not one of" in (reply.invalid_tool_calls[0]["error"] or "")
+    await chat.aclose()
