@@ -4,4 +4,19 @@ from __future__ import annotations
 
 import typer
 
+from clinicflow.cli.ask import ask, demo
+from clinicflow.cli.eval_agentclinic import agentclinic
+from clinicflow.cli.fhir import fhir_app
+from clinicflow.cli.guidelines import guidelines_app
+from clinicflow.cli.model import model_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agentic clinical workflows over FHIR.")
+app.command()(ask)
+app.command()(demo)
+app.add_typer(fhir_app, name="fhir")
+app.add_typer(guidelines_app, name="guidelines")
+app.add_typer(model_app, name="model")
+
+eval_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Benchmark harnesses.")
+eval_app.command("agentclinic")(agentclinic)
+app.add_typer(eval_app, name="eval")

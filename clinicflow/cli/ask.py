@@ -1,0 +1,176 @@
+"""`clinicflow ask` and `clinicflow demo`: one EHR question answered end to end, with trace and evidence.
+
+Exit codes: 0 answered (or "not found in the record"); 1 the run failed; 2 bad input, an unknown
+patient, or a FHIR server or model that cannot be reached or loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import typer
+from langchain_core.language_models import BaseChatModel
+
+from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
+from clinicflow.fhir.demo import demo_patient_ids, ensure_demo_cohort, ensure_demo_server, free_port
+from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer, EmbeddedServerError
+from clinicflow.graphs.ehr_qa import (
+    EhrQaError,
+    EhrQaInputError,
+    EhrQaResult,
+    EhrQaRunError,
+    build_ehr_qa_graph,
+    open_checkpointer,
+    run_ehr_qa,
+)
+from clinicflow.model import ModelError, load_chat_model
+from clinicflow.settings import Settings
+from clinicflow.tools import make_fhir_tools
+
+__all__ = ["DEMO_QUESTION", "ask", "demo"]
+
+DEMO_QUESTION = "What was the patient's most recent blood pressure?"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+@contextlib.asynccontextmanager
+async def _fhir_base_url(settings: Settings) -> AsyncIterator[str]:
+    """The configured FHIR server, or the embedded one over whatever `fhir load`/`demo` put in the cache."""
+    if settings.fhir_url:
+        yield settings.fhir_url
+        return
+    data_dir = settings.cache_dir / "fhir-server"
+    if not (data_dir / DB_FILENAME).exists():
+        raise _fail(
+            f"No FHIR server configured (CLINICFLOW_FHIR_URL) and no embedded data in {data_dir}: "
+            "run `clinicflow demo` or `clinicflow fhir load DIR` first."
+        )
+    server = EmbeddedFhirServer(data_dir, port=free_port())
+    try:
+        await asyncio.to_thread(server.start)
+    except EmbeddedServerError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        yield server.base_url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def answer_question(
+    settings: Settings,
+    base_url: str,
+    model: BaseChatModel,
+    patient_id: str,
+    question: str,
+    thread_id: str | None,
+) -> EhrQaResult:
+    """Check the patient exists, then run the EHR QA graph with patient-scoped FHIR tools."""
+    async with FhirClient(
+        base_url, token=settings.fhir_token, timeout=settings.fhir_timeout_s, retries=settings.fhir_retries
+    ) as client:
+        try:
+            await client.read("Patient", patient_id)
+        except FhirNotFoundError:
+            raise _fail(f"Patient {patient_id!r} not found on the FHIR server at {base_url}.") from None
+        except ValueError as exc:
+            raise _fail(f"Bad patient id {patient_id!r}: {exc}") from None
+        async with open_checkpointer(settings.checkpoint_path()) as saver:
+            graph = build_ehr_qa_graph(
+                model, make_fhir_tools(client), checkpointer=saver, max_steps=settings.max_steps
+            )
+            return await run_ehr_qa(graph, question, patient_id, thread_id=thread_id)
+
+
+def _print(result: EhrQaResult) -> None:
+    typer.echo(result.render())
+    typer.echo(f"(thread {result.thread_id}, status {result.status}, {result.steps} steps)")
+
+
+def _load_model(settings: Settings, model: str | None, model_url: str | None) -> BaseChatModel:
+    try:
+        return load_chat_model(settings, model=model, model_url=model_url)
+    except ModelError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _ask(
+    settings: Settings,
+    patient: str,
+    question: str,
+    model: str | None,
+    model_url: str | None,
+    thread: str | None,
+) -> EhrQaResult:
+    async with _fhir_base_url(settings) as base_url:
+        chat = await asyncio.to_thread(_load_model, settings, model, model_url)
+        return await answer_question(settings, base_url, chat, patient, question, thread)
+
+
+def _run(coro: object) -> EhrQaResult:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except FhirError as exc:
+        raise _fail(str(exc)) from None
+    except EhrQaInputError as exc:
+        raise _fail(str(exc)) from None
+    except EhrQaRunError as exc:
+        raise _fail(f"{exc}\nResume with: clinicflow ask --thread {exc.thread_id} ...", 1) from None
+    except EhrQaError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Local model folder (MedGemma); default: CLINICFLOW_MODEL, else 270M."),
+]
+ModelUrlOpt = Annotated[
+    str | None, typer.Option("--model-url", help="OpenAI-compatible base URL (vLLM, llama-server, ...).")
+]
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question about this patient's record.")],
+    patient: Annotated[str, typer.Option("--patient", "-p", help="FHIR Patient id.")],
+    model: ModelOpt = None,
+    model_url: ModelUrlOpt = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", help="Thread id: resume an interrupted run, or name a new one.")
+    ] = None,
+) -> None:
+    """Answer a question about one patient's record, citing the FHIR resources it rests on."""
+    settings = Settings()
+    result = _run(_ask(settings, patient, question, model, model_url, thread))
+    _print(result)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+async def _demo(settings: Settings, model: str | None, model_url: str | None) -> EhrQaResult:
+    cohort = await asyncio.to_thread(ensure_demo_cohort, settings.cache_dir)
+    patient = demo_patient_ids(cohort)[-1]
+    typer.echo("Starting the embedded FHIR server with the demo cohort ...")
+    server = await ensure_demo_server(settings.cache_dir, port=free_port())
+    try:
+        typer.echo(f"FHIR server: {server.base_url}")
+        typer.echo("Loading the model ...")
+        chat = await asyncio.to_thread(_load_model, settings, model, model_url)
+        typer.echo(f"Patient/{patient}: {DEMO_QUESTION}")
+        return await answer_question(settings, server.base_url, chat, patient, DEMO_QUESTION, None)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def demo(model: ModelOpt = None, model_url: ModelUrlOpt = None) -> None:
+    """Start the embedded FHIR server with the cached demo cohort and answer one question end to end."""
+    settings = Settings()
+    result = _run(_demo(settings, model, model_url))
+    _print(result)
+    if result.status == "failed":
+        raise typer.Exit(1)
