@@ -1,0 +1,47 @@
+"""MedSigLIP image retrieval: encoder, vector stores, ingestion (files, DICOM, FHIR), search, agent tool."""
+
+from .encoder import Encoder, ImageEncoder, Preprocess
+from .errors import EncoderLoadError, ImageIndexError, ImageReadError, ImageToolError, VectorStoreError
+from .ingest import (
+    IndexReport,
+    LoadedImage,
+    SkippedImage,
+    dicom_to_uint8,
+    image_files,
+    index_fhir_patient,
+    index_folder,
+    load_image,
+    load_image_bytes,
+)
+from .search import ImageHit, ImageIndex, LabelScore, zero_shot
+from .store import EmbeddedVectorStore, VectorHit, VectorStore, open_store
+from .tool import make_image_tools
+
+__all__ = [
+    "EmbeddedVectorStore",
+    "Encoder",
+    "EncoderLoadError",
+    "ImageEncoder",
+    "ImageHit",
+    "ImageIndex",
+    "ImageIndexError",
+    "ImageReadError",
+    "ImageToolError",
+    "IndexReport",
+    "LabelScore",
+    "LoadedImage",
+    "Preprocess",
+    "SkippedImage",
+    "VectorHit",
+    "VectorStore",
+    "VectorStoreError",
+    "dicom_to_uint8",
+    "image_files",
+    "index_fhir_patient",
+    "index_folder",
+    "load_image",
+    "load_image_bytes",
+    "make_image_tools",
+    "open_store",
+    "zero_shot",
+]
