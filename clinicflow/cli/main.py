@@ -8,6 +8,7 @@ from clinicflow.cli.ask import ask, demo
 from clinicflow.cli.eval_agentclinic import agentclinic
 from clinicflow.cli.fhir import fhir_app
 from clinicflow.cli.guidelines import guidelines_app
+from clinicflow.cli.images import images_app
 from clinicflow.cli.model import model_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agentic clinical workflows over FHIR.")
@@ -16,6 +17,7 @@ app.command()(demo)
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(guidelines_app, name="guidelines")
 app.add_typer(model_app, name="model")
+app.add_typer(images_app, name="images")
 
 eval_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Benchmark harnesses.")
 eval_app.command("agentclinic")(agentclinic)
