@@ -1,0 +1,190 @@
+"""The FastAPI application: `create_app()` wires settings, store, FHIR client, checkpointer, workflows and
+the worker pool, opened and closed by the app's lifespan.
+
+Run it with `clinicflow serve`, or `uvicorn --factory clinicflow.api.app:create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from langchain_core.language_models import BaseChatModel
+
+from clinicflow.api.audit import AuditingTransport
+from clinicflow.api.auth import AuthError, ForbiddenError, JwtVerifier, PatientAccess
+from clinicflow.api.checkpoints import open_service_checkpointer
+from clinicflow.api.config import ApiSettings
+from clinicflow.api.events import EventBus
+from clinicflow.api.metrics import Metrics, MetricsMiddleware
+from clinicflow.api.routes import Services, router
+from clinicflow.api.scripted import SCRIPTED_PREFIX, load_scripted_model
+from clinicflow.api.smart import smart_auth_from_settings
+from clinicflow.api.store import Store
+from clinicflow.api.workers import QueueFullError, WorkerPool
+from clinicflow.api.workflows import WorkflowDeps, WorkflowRegistry, default_registry, load_plugins
+from clinicflow.fhir import FhirClient
+
+__all__ = ["create_app", "model_loader"]
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Run clinicflow workflows from hospital pipelines.
+
+Start a run (`POST /v1/runs`), follow its progress (`GET /v1/runs/{id}/events`, Server-Sent Events),
+answer pending writes (`POST /v1/runs/{id}/approval`) and read the result (`GET /v1/runs/{id}`).
+Every `/v1` call needs a bearer token: an API key or an OAuth2 JWT, scoped to workflows, read or write,
+and patients.
+"""
+
+
+def model_loader(settings: ApiSettings, model: BaseChatModel | None = None) -> Callable[[], BaseChatModel]:
+    """How workflows get their chat model: the given one, a script (`scripted:<file>`), or
+    `load_chat_model(settings)`. A script is read now, so a bad one fails at startup."""
+    if model is not None:
+        given = model
+        return lambda: given
+    if settings.model and settings.model.startswith(SCRIPTED_PREFIX):
+        scripted = load_scripted_model(settings.model)
+        return lambda: scripted
+
+    def load() -> BaseChatModel:
+        from clinicflow.model import load_chat_model
+
+        return load_chat_model(settings, progress=False)
+
+    return load
+
+
+@contextlib.asynccontextmanager
+async def _fhir_url(settings: ApiSettings) -> AsyncIterator[str | None]:
+    """The configured FHIR server; else the embedded one over data in the cache dir, if any."""
+    if settings.fhir_url:
+        yield settings.fhir_url
+        return
+    from clinicflow.fhir.demo import free_port
+    from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer
+
+    data_dir = settings.cache_dir / "fhir-server"
+    if not (data_dir / DB_FILENAME).exists():
+        log.warning("no FHIR server configured (CLINICFLOW_FHIR_URL) and no embedded data in %s", data_dir)
+        yield None
+        return
+    server = EmbeddedFhirServer(data_dir, port=free_port())
+    await asyncio.to_thread(server.start)
+    try:
+        yield server.base_url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def _fhir_client(settings: ApiSettings, base_url: str, metrics: Metrics) -> FhirClient:
+    auth = smart_auth_from_settings(settings, base_url)
+    transport = AuditingTransport(httpx.AsyncHTTPTransport(), base_url, metrics)
+    return FhirClient(
+        base_url,
+        token=settings.fhir_token if auth is None else None,
+        auth=auth,
+        timeout=settings.fhir_timeout_s,
+        retries=settings.fhir_retries,
+        transport=transport,
+    )
+
+
+def create_app(
+    settings: ApiSettings | None = None,
+    *,
+    model: BaseChatModel | None = None,
+    registry: WorkflowRegistry | None = None,
+) -> FastAPI:
+    """The API application. `model` and `registry` replace the configured model and workflows (tests,
+    embedding); plugins named by `api_plugins` are loaded into the registry either way."""
+    settings = settings or ApiSettings()  # type: ignore[call-arg]
+    registry = registry or default_registry()
+    load_plugins(registry, settings.plugin_specs())
+    load_model = model_loader(settings, model)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            store = Store(settings.store_url(), pool_size=settings.api_workers + 16)
+            stack.push_async_callback(store.close)
+            await store.init()
+            base_url = await stack.enter_async_context(_fhir_url(settings))
+            fhir = _fhir_client(settings, base_url, metrics) if base_url else None
+            if fhir is not None:
+                stack.push_async_callback(fhir.aclose)
+            checkpointer = await stack.enter_async_context(
+                open_service_checkpointer(settings, registry.checkpoint_types())
+            )
+            deps = WorkflowDeps(
+                settings=settings, fhir=fhir, checkpointer=checkpointer, load_model=load_model
+            )
+            bus = EventBus()
+            pool = WorkerPool(
+                store=store,
+                registry=registry,
+                deps=deps,
+                bus=bus,
+                metrics=metrics,
+                worker_id=settings.worker_id(),
+                workers=settings.api_workers,
+                max_queued=settings.api_max_queued,
+                lease_s=settings.api_lease_s,
+            )
+            jwt_verifier = (
+                JwtVerifier(
+                    settings.auth_jwks,
+                    issuer=settings.auth_jwt_issuer,
+                    audience=settings.auth_jwt_audience,
+                    algorithms=settings.jwt_algorithms(),
+                    scope_claim=settings.auth_scope_claim,
+                )
+                if settings.auth_jwks
+                else None
+            )
+            app.state.services = Services(
+                settings=settings,
+                store=store,
+                registry=registry,
+                deps=deps,
+                pool=pool,
+                bus=bus,
+                metrics=metrics,
+                access=PatientAccess(fhir),
+                jwt=jwt_verifier,
+            )
+            resumed = await pool.start(resume=settings.api_resume_on_startup)
+            if resumed:
+                log.info("resumed %d interrupted runs: %s", len(resumed), ", ".join(resumed))
+            stack.push_async_callback(pool.stop)
+            yield
+
+    app = FastAPI(
+        title="clinicflow",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(AuthError)
+    async def _unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ForbiddenError)
+    async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=403)
+
+    @app.exception_handler(QueueFullError)
+    async def _full(request: Request, exc: QueueFullError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "5"})
+
+    return app

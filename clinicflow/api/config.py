@@ -1,0 +1,102 @@
+"""Settings of the HTTP service: the shared `Settings` plus the fields only the service reads.
+
+They come from the same `CLINICFLOW_*` environment variables (or `.env`) as every other setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from clinicflow.settings import Settings
+
+__all__ = ["ApiSettings", "async_database_url", "checkpoint_postgres_url", "is_postgres"]
+
+
+class ApiSettings(Settings):
+    """Everything `clinicflow serve` reads; the service never reads the environment elsewhere."""
+
+    api_workers: int = Field(8, ge=1, le=1024, description="Runs executing at once in one server process.")
+    api_max_queued: int = Field(
+        1000, ge=1, description="Runs waiting for a worker before `POST /v1/runs` answers 429."
+    )
+    api_worker_id: str | None = Field(
+        None,
+        description="Stable id of this server process (e.g. the replica name); runs it owned when it "
+        "stopped are resumed at once on restart. Default: host name and process id.",
+    )
+    api_lease_s: float = Field(
+        30.0, gt=0, description="A run whose server has not sent a heartbeat for this long is taken over."
+    )
+    api_resume_on_startup: bool = Field(True, description="Resume interrupted runs at startup.")
+    api_plugins: str = Field(
+        "", description="Comma-separated 'module:function' hooks called with the workflow registry."
+    )
+    api_event_poll_s: float = Field(
+        1.0, gt=0, description="How often an event stream polls the store for runs on other replicas."
+    )
+
+    auth_jwks: str | None = Field(
+        None, description="JWKS URL (or file) of the OAuth2 issuer's signing keys; enables JWT tokens."
+    )
+    auth_jwt_issuer: str | None = Field(None, description="Required `iss` of JWT bearer tokens.")
+    auth_jwt_audience: str | None = Field(None, description="Required `aud` of JWT bearer tokens.")
+    auth_jwt_algorithms: str = Field("RS256,RS384,ES256,ES384", description="Accepted JWT algorithms.")
+    auth_scope_claim: str = Field("scope", description="JWT claim holding the space-separated scopes.")
+
+    fhir_smart_client_id: str | None = Field(
+        None, description="SMART backend-services client id for the outbound FHIR connection."
+    )
+    fhir_smart_key: Path | None = Field(None, description="PEM private key that signs the client assertion.")
+    fhir_smart_key_id: str | None = Field(None, description="`kid` of that key in the client's JWKS.")
+    fhir_smart_algorithm: str = Field("RS384", description="RS384 or ES384, as SMART requires.")
+    fhir_smart_token_url: str | None = Field(
+        None, description="Token endpoint; default: from the FHIR server's .well-known/smart-configuration."
+    )
+    fhir_smart_scopes: str = Field("system/*.rs", description="Scopes asked of the token endpoint.")
+
+    def worker_id(self) -> str:
+        """This process's worker id: the configured one, else host name and process id."""
+        import os
+        import socket
+
+        return self.api_worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def plugin_specs(self) -> list[str]:
+        """The configured plugin hooks, in order."""
+        return [p.strip() for p in self.api_plugins.split(",") if p.strip()]
+
+    def jwt_algorithms(self) -> list[str]:
+        """Accepted JWT signing algorithms."""
+        return [a.strip() for a in self.auth_jwt_algorithms.split(",") if a.strip()]
+
+    def store_url(self) -> str:
+        """SQLAlchemy URL of the run/audit store: `database_url`, else an SQLite file in the cache dir."""
+        return self.database_url or f"sqlite:///{self.cache_dir / 'api.sqlite'}"
+
+
+def is_postgres(url: str) -> bool:
+    """True for a PostgreSQL SQLAlchemy or libpq URL."""
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def async_database_url(url: str) -> str:
+    """The same database with an asyncio driver: aiosqlite for SQLite, psycopg 3 for PostgreSQL."""
+    scheme, sep, rest = url.partition(":")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite:{rest}"
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+psycopg:{rest}"
+    raise ValueError(f"unsupported database {base!r}: use sqlite:///path or postgresql://...")
+
+
+def checkpoint_postgres_url(url: str) -> str:
+    """A libpq connection string (postgresql://...) for the LangGraph Postgres checkpointer."""
+    scheme, _, rest = url.partition(":")
+    if scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise ValueError(f"not a PostgreSQL URL: {url!r}")
+    return f"postgresql:{rest}"

@@ -1,0 +1,542 @@
+"""The bounded worker pool that executes runs, streams their progress and survives crashes.
+
+A run executes as an asyncio task holding one of `api_workers` slots. Before executing it takes the run's
+lease in the store (`Store.claim`), renewed by a heartbeat; a run whose lease lapses (its server died) is
+taken over by any server's reaper, and a restarted server with the same worker id resumes its own runs at
+once. Execution always continues from the run's last LangGraph checkpoint, and a pending approval is
+resumed with the recorded decision, so a crash repeats at most the step that was in flight. Cancel stops
+a local run at once (the step in flight is abandoned) and a run on another replica at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.messages import BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.runnables import RunnableConfig
+from langgraph.pregel import Pregel
+from langgraph.types import Command
+
+from clinicflow.api.audit import AuditScope, audit_scope, cited_references, provenance
+from clinicflow.api.events import (
+    ANSWER,
+    APPROVAL_REQUIRED,
+    MODEL_TOKENS,
+    NODE_FINISHED,
+    NODE_STARTED,
+    PROGRESS,
+    RUN_FINISHED,
+    RUN_STARTED,
+    TOOL_CALL,
+    TOOL_RESULT,
+    EventBus,
+)
+from clinicflow.api.metrics import Metrics
+from clinicflow.api.store import NewAudit, NewEvent, RunRow, Store, utcnow
+from clinicflow.api.workflows import Workflow, WorkflowDeps, WorkflowRegistry, jsonable
+
+__all__ = ["QueueFullError", "RunContext", "RunObserver", "WorkerPool"]
+
+log = logging.getLogger(__name__)
+
+StartReason = Literal["new", "approval", "recovery", "resume"]
+_HIDDEN_TOOL_ARGS = frozenset({"patient_id", "state", "store", "runtime", "tool_call_id", "config"})
+_MAX_SUMMARY = 240
+
+
+class QueueFullError(RuntimeError):
+    """Every worker slot is busy and the queue is full; retry later."""
+
+
+class _LostLease(Exception):
+    """Another server took over the run (this one missed its heartbeats)."""
+
+
+class RunContext:
+    """One execution of one run: buffers its events and audit rows and stores them together per step."""
+
+    def __init__(self, run: RunRow, store: Store, bus: EventBus) -> None:
+        self.run_id = run.id
+        self.workflow = run.workflow
+        self.store = store
+        self.bus = bus
+        self._events: list[NewEvent] = []
+        self._audits: list[NewAudit] = []
+        self._lock = asyncio.Lock()
+        self.scope = AuditScope(
+            actor=run.principal,
+            actor_kind=run.principal_kind,
+            record=self._record,
+            flush=self.flush,
+            run_id=run.id,
+            patient_id=run.patient_id,
+            workflow=run.workflow,
+        )
+
+    def _record(self, row: NewAudit) -> None:
+        self._audits.append(row)
+
+    def emit(self, type_: str, data: dict[str, Any]) -> None:
+        """Buffer an event; it is stored and announced at the next flush."""
+        self._events.append(NewEvent(type=type_, data=data))
+
+    def take(self) -> tuple[list[NewEvent], list[NewAudit]]:
+        """Hand over (and clear) the buffered events and audit rows."""
+        events, audits = self._events, self._audits
+        self._events, self._audits = [], []
+        return events, audits
+
+    async def flush(self) -> None:
+        """Store buffered events and audit rows in one transaction, then wake the run's streams."""
+        async with self._lock:
+            events, audits = self.take()
+            if not events and not audits:
+                return
+            await self.store.append(self.run_id, events, audits)
+        if events:
+            self.bus.notify(self.run_id)
+
+
+def _summary(text: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first if len(first) <= _MAX_SUMMARY else first[: _MAX_SUMMARY - 1] + "…"
+
+
+class RunObserver(AsyncCallbackHandler):
+    """Turns one run's model and tool callbacks into events, audit rows and metrics."""
+
+    def __init__(self, ctx: RunContext, metrics: Metrics) -> None:
+        self.ctx = ctx
+        self.metrics = metrics
+        self._models: dict[UUID, tuple[float, str | None]] = {}
+        self._tools: dict[UUID, tuple[float, str, dict[str, Any]]] = {}
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._models[run_id] = (time.perf_counter(), (metadata or {}).get("langgraph_node"))
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        started, node = self._models.pop(run_id, (time.perf_counter(), None))
+        usage: dict[str, Any] = {}
+        for generations in response.generations:
+            for generation in generations:
+                if isinstance(generation, ChatGeneration):
+                    usage = dict(getattr(generation.message, "usage_metadata", None) or {})
+        tokens_in = int(usage.get("input_tokens") or 0)
+        tokens_out = int(usage.get("output_tokens") or 0)
+        self.metrics.model_calls.labels(self.ctx.workflow).inc()
+        self.metrics.model_tokens.labels(self.ctx.workflow, "input").inc(tokens_in)
+        self.metrics.model_tokens.labels(self.ctx.workflow, "output").inc(tokens_out)
+        self.ctx.emit(
+            MODEL_TOKENS,
+            {
+                "node": node,
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        _, node = self._models.pop(run_id, (0.0, None))
+        self.ctx.emit(MODEL_TOKENS, {"node": node, "error": f"{type(error).__name__}: {error}"})
+
+    async def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = str(serialized.get("name") or kwargs.get("name") or "tool")
+        args = jsonable({k: v for k, v in (inputs or {}).items() if k not in _HIDDEN_TOOL_ARGS})
+        self._tools[run_id] = (time.perf_counter(), name, args)
+        self.ctx.emit(TOOL_CALL, {"tool": name, "args": args})
+
+    def _tool_done(self, run_id: UUID, text: str, error: str | None) -> None:
+        started, name, args = self._tools.pop(run_id, (time.perf_counter(), "tool", {}))
+        refs = [] if error else cited_references(text)
+        lines = [line for line in text.splitlines() if line.strip()]
+        outcome = "failure" if error else "success"
+        self.metrics.tool_calls.labels(name, outcome).inc()
+        self.ctx.emit(
+            TOOL_RESULT,
+            {
+                "tool": name,
+                "summary": _summary(error or text),
+                "lines": len(lines),
+                "references": refs[:50],
+                "error": error,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        self.ctx.scope.audit("tool.call", outcome=outcome, resources=refs, tool=name, args=args, error=error)
+
+    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if isinstance(output, ToolMessage):
+            text = str(output.text)
+            error = _summary(text) if output.status == "error" else None
+        else:
+            text = output if isinstance(output, str) else str(output)
+            error = None
+        self._tool_done(run_id, text, error)
+
+    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._tool_done(run_id, "", f"{type(error).__name__}: {error}")
+
+
+_WAIT = object()
+
+
+class WorkerPool:
+    """Executes runs on at most `workers` asyncio tasks at once, with leases, heartbeats and recovery."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: WorkflowRegistry,
+        deps: WorkflowDeps,
+        bus: EventBus,
+        metrics: Metrics,
+        worker_id: str,
+        workers: int,
+        max_queued: int,
+        lease_s: float,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.deps = deps
+        self.bus = bus
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.workers = workers
+        self.max_queued = max_queued
+        self.lease_s = lease_s
+        self._slots = asyncio.Semaphore(workers)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancels: dict[str, asyncio.Event] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._executing = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, *, resume: bool) -> list[str]:
+        """Start heartbeats and the reaper; with `resume`, resume this worker's interrupted runs now."""
+        resumed: list[str] = []
+        if resume:
+            for run_id in await self.store.orphaned_runs(self.worker_id, self.lease_s, own=True):
+                if await self.recover(run_id):
+                    resumed.append(run_id)
+        self._background = [
+            asyncio.create_task(self._heartbeat_loop(), name="clinicflow-heartbeat"),
+            asyncio.create_task(self._reaper_loop(), name="clinicflow-reaper"),
+        ]
+        return resumed
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop taking work, cancel running executions, and hand their runs back as interrupted."""
+        for task in self._background:
+            task.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self.store.release(self.worker_id)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.store.heartbeat(self.worker_id)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _reaper_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 2)
+            try:
+                for run_id in await self.store.orphaned_runs(self.worker_id, self.lease_s, own=False):
+                    if run_id not in self._tasks:
+                        await self.recover(run_id)
+            except QueueFullError:
+                continue
+            except Exception:
+                log.exception("reaper failed")
+
+    # -- submission -----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Runs held by this process: executing or waiting for a slot."""
+        return len(self._tasks)
+
+    def has_room(self) -> bool:
+        return len(self._tasks) < self.workers + self.max_queued
+
+    def submit(self, run_id: str, reason: StartReason = "new") -> bool:
+        """Queue a run for execution here; False when it is already here. `QueueFullError` when full."""
+        if run_id in self._tasks:
+            return False
+        if not self.has_room():
+            raise QueueFullError(f"{self.pending} runs are queued or executing on this server")
+        self._cancels[run_id] = asyncio.Event()
+        task = asyncio.create_task(self._run(run_id, reason), name=f"clinicflow-run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._forget(run_id))
+        return True
+
+    def _forget(self, run_id: str) -> None:
+        self._tasks.pop(run_id, None)
+        self._cancels.pop(run_id, None)
+
+    def cancel_local(self, run_id: str) -> bool:
+        """Stop a run executing (or queued) in this process; True when it was here."""
+        event = self._cancels.get(run_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    async def recover(self, run_id: str) -> bool:
+        """Resume an orphaned run (or finish its cancellation); False when it needs nothing."""
+        run = await self.store.get_run(run_id)
+        if run is None:
+            return False
+        if run.cancel_requested:
+            await self._finish(
+                run, "cancelled", owner=None, from_statuses=("queued", "running", "interrupted")
+            )
+            return False
+        self.metrics.runs_resumed.inc()
+        return self.submit(run_id, "recovery")
+
+    # -- execution ------------------------------------------------------------------------------
+
+    async def _run(self, run_id: str, reason: StartReason) -> None:
+        self.metrics.runs_waiting.inc()
+        try:
+            async with self._slots:
+                self.metrics.runs_waiting.dec()
+                self.metrics.runs_executing.inc()
+                try:
+                    await self._execute(run_id, reason)
+                finally:
+                    self.metrics.runs_executing.dec()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: unexpected error in the worker", run_id)
+
+    async def _execute(self, run_id: str, reason: StartReason) -> None:
+        if self._cancels.get(run_id, asyncio.Event()).is_set():
+            return
+        run = await self.store.claim(run_id, self.worker_id, self.lease_s)
+        if run is None:
+            return
+        workflow = self.registry.get(run.workflow)
+        ctx = RunContext(run, self.store, self.bus)
+        config: RunnableConfig = {
+            "configurable": {"thread_id": run.id},
+            "callbacks": [RunObserver(ctx, self.metrics)],
+        }
+        with audit_scope(ctx.scope):
+            try:
+                graph = await self.registry.graph(run.workflow, self.deps)
+                payload = await self._payload(graph, config, run, workflow)
+                ctx.emit(
+                    RUN_STARTED,
+                    {
+                        "attempt": run.attempts,
+                        "reason": reason,
+                        "resumed": reason in ("recovery", "resume"),
+                        "worker": self.worker_id,
+                    },
+                )
+                if reason in ("recovery", "resume"):
+                    ctx.scope.audit("run.resume", attempt=run.attempts, reason=reason)
+                await ctx.flush()
+                cancelled = False
+                if payload is not _WAIT:
+                    cancelled = await self._stream(graph, payload, config, ctx)
+                if cancelled:
+                    await self._finish(run, "cancelled", ctx=ctx)
+                    return
+                snapshot = await graph.aget_state(config)
+                if snapshot.interrupts:
+                    await self._wait_for_approval(run, ctx, snapshot.interrupts)
+                    return
+                if snapshot.next:
+                    raise RuntimeError(f"the graph stopped before its end; next: {', '.join(snapshot.next)}")
+                result = workflow.result(run.id, snapshot.values)
+                citations = result.get("citations")
+                if isinstance(citations, list) and "answer" in result:
+                    result["provenance"] = provenance(
+                        run.id, run.workflow, run.principal, [str(c) for c in citations]
+                    )
+                    ctx.emit(
+                        ANSWER,
+                        {
+                            "answer": result.get("answer"),
+                            "citations": citations,
+                            "status": result.get("status"),
+                        },
+                    )
+                await self._finish(run, "completed", ctx=ctx, result=result)
+            except _LostLease:
+                log.warning("run %s: lease lost to another server; stopping here", run_id)
+                await ctx.flush()
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(ctx.flush())
+                raise
+            except Exception as exc:
+                log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+                await self._finish(run, "failed", ctx=ctx, error=f"{type(exc).__name__}: {exc}")
+
+    async def _payload(self, graph: Pregel, config: RunnableConfig, run: RunRow, workflow: Workflow) -> Any:
+        """What to stream: the input (new run), the recorded decision (pending approval), `_WAIT` (still
+        waiting), else None: continue from the checkpoint (its saved task writes applied; a no-op when the
+        graph already finished). An empty `next` alone does not mean finished: a step whose tasks all saved
+        their writes before a crash has no next task until those writes are applied."""
+        snapshot = await graph.aget_state(config)
+        if not snapshot.values and not snapshot.next:
+            return workflow.initial_state(workflow.input_model.model_validate(run.input))
+        if snapshot.interrupts:
+            first = snapshot.interrupts[0]
+            decision = await self.store.decision_for(run.id, first.id)
+            return _WAIT if decision is None else Command(resume={first.id: decision.decision})
+        return None
+
+    async def _stream(self, graph: Pregel, payload: Any, config: RunnableConfig, ctx: RunContext) -> bool:
+        """Stream the graph, turning chunks into events; True when the run was cancelled."""
+        cancel = self._cancels.get(ctx.run_id) or asyncio.Event()
+
+        async def consume() -> bool:
+            async for mode, chunk in graph.astream(
+                payload, config, stream_mode=["tasks", "updates", "custom"], durability="sync"
+            ):
+                self._translate(ctx, mode, chunk)
+                if mode == "tasks" and "input" not in chunk:
+                    continue
+                await ctx.flush()
+                if mode == "updates":
+                    requested, owner = await self.store.control(ctx.run_id)
+                    if requested:
+                        return True
+                    if owner != self.worker_id:
+                        raise _LostLease
+            return False
+
+        runner = asyncio.create_task(consume())
+        stopper = asyncio.create_task(cancel.wait())
+        try:
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            runner.cancel()
+            stopper.cancel()
+            raise
+        if runner in done:
+            stopper.cancel()
+            return runner.result()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        return True
+
+    @staticmethod
+    def _translate(ctx: RunContext, mode: str, chunk: Any) -> None:
+        if mode == "tasks" and isinstance(chunk, dict):
+            if "input" in chunk:
+                ctx.emit(NODE_STARTED, {"node": chunk.get("name"), "task_id": chunk.get("id")})
+            else:
+                error = chunk.get("error")
+                result = chunk.get("result")
+                ctx.emit(
+                    NODE_FINISHED,
+                    {
+                        "node": chunk.get("name"),
+                        "task_id": chunk.get("id"),
+                        "error": f"{type(error).__name__}: {error}" if error else None,
+                        "interrupted": bool(chunk.get("interrupts")),
+                        "updated": sorted(result) if isinstance(result, dict) else [],
+                    },
+                )
+        elif mode == "custom":
+            ctx.emit(PROGRESS, {"data": jsonable(chunk)})
+
+    async def _wait_for_approval(self, run: RunRow, ctx: RunContext, interrupts: Sequence[Any]) -> None:
+        first = interrupts[0]
+        pending = {"interrupt_id": first.id, "request": jsonable(first.value), "count": len(interrupts)}
+        ctx.emit(APPROVAL_REQUIRED, pending)
+        events, audits = ctx.take()
+        updated = await self.store.transition(
+            run.id,
+            from_statuses=("running",),
+            owner=self.worker_id,
+            values={"status": "waiting_approval", "pending": pending, "owner": None},
+            events=events,
+            audits=audits,
+        )
+        if updated is not None:
+            self.bus.notify(run.id)
+
+    async def _finish(
+        self,
+        run: RunRow,
+        status: Literal["completed", "failed", "cancelled"],
+        *,
+        ctx: RunContext | None = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        owner: str | Literal[False] | None = False,
+        from_statuses: Sequence[str] = ("running",),
+    ) -> None:
+        """Store the run's end, its last events and audit rows atomically (only if this server still
+        owns it), and count it."""
+        events, audits = ctx.take() if ctx is not None else ([], [])
+        events.append(NewEvent(RUN_FINISHED, {"status": status, "error": error}))
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": utcnow(),
+            "owner": None,
+            "pending": None,
+            "error": error,
+        }
+        if result is not None:
+            values["result"] = result
+        updated = await self.store.transition(
+            run.id,
+            from_statuses=from_statuses,
+            owner=self.worker_id if owner is False else owner,
+            values=values,
+            events=events,
+            audits=audits,
+        )
+        if updated is None:
+            return
+        self.bus.notify(run.id)
+        self.metrics.runs_finished.labels(run.workflow, status).inc()
+        self.metrics.run_seconds.labels(run.workflow).observe((utcnow() - run.created_at).total_seconds())
