@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,13 @@ class Settings(BaseSettings):
     max_new_tokens: int = 256
     model_timeout_s: float = Field(120.0, description="HTTP timeout for an OpenAI-compatible server.")
     model_cpu_threads: int | None = Field(None, description="torch threads on CPU; default torch's own.")
+    model_quantization: Literal["none", "int8", "int8-head"] = Field(
+        "none", description="Dynamic int8 quantization on CPU (faster; greedy tokens may differ from fp32)."
+    )
+    model_fast_path: Literal["auto", "on", "off"] = Field(
+        "auto", description="Static KV cache + compiled decode; auto means on CUDA only."
+    )
+    model_max_batch: int | None = Field(None, description="Most concurrent requests batched into one generate.")
 
     # Workflows
     max_steps: int = Field(8, description="Upper bound on graph steps per run.")

@@ -87,6 +87,16 @@ def serve(
         str | None, typer.Option(help="Model name to answer as (default: the folder name).")
     ] = None,
     model: ModelOpt = None,
+    max_context: Annotated[
+        int | None, typer.Option(min=16, help="Refuse prompt plus reply longer than this many tokens.")
+    ] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="CPU int8 dynamic quantization: none, int8 or int8-head.")
+    ] = None,
+    fast_path: Annotated[
+        str | None, typer.Option(help="Static cache + compiled decode: auto (CUDA only), on or off.")
+    ] = None,
+    max_batch: Annotated[int | None, typer.Option(min=1, help="Most requests batched together.")] = None,
 ) -> None:
     """Serve a local model as an OpenAI-compatible /v1/chat/completions endpoint until Ctrl-C."""
     import uvicorn
@@ -94,10 +104,33 @@ def serve(
     from clinicflow.model.server import create_app
 
     settings = _settings()
+    overrides: dict[str, object] = {"model_url": None}
+    for key, value in (("quantization", quantization), ("fast_path", fast_path), ("max_batch", max_batch)):
+        if value is not None:
+            overrides[f"model_{key}"] = value
+    if quantization not in (None, "none", "int8", "int8-head"):
+        raise _fail(f"--quantization must be none, int8 or int8-head, not {quantization!r}")
+    if fast_path not in (None, "auto", "on", "off"):
+        raise _fail(f"--fast-path must be auto, on or off, not {fast_path!r}")
     try:
-        chat_model = load_chat_model(settings.model_copy(update={"model_url": None}), model=model)
-    except ModelError as exc:
+        chat_model = load_chat_model(_Overlay(settings, overrides), model=model)  # type: ignore[arg-type]
+    except (ModelError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    if max_context is not None and hasattr(chat_model, "max_context_tokens"):
+        chat_model.max_context_tokens = max_context
     served_as = name or getattr(chat_model, "model_path", "model").rstrip("/").rsplit("/", 1)[-1]
     typer.echo(f"Serving {served_as} at http://{host}:{port}/v1 (point --model-url here); Ctrl-C to stop.")
     uvicorn.run(create_app(chat_model, served_as), host=host, port=port, log_level="warning")
+
+
+class _Overlay:
+    """Settings with some attributes replaced (including fields the settings object may not define)."""
+
+    def __init__(self, settings: Settings, overrides: dict[str, object]) -> None:
+        self._settings = settings
+        self._overrides = overrides
+
+    def __getattr__(self, name: str) -> object:
+        if name in self._overrides:
+            return self._overrides[name]
+        return getattr(self._settings, name)

@@ -8,12 +8,13 @@ with the error, and `usage_metadata` with token counts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clinicflow.model.base import PromptToolChatModel
 from clinicflow.model.default_model import (
     DEFAULT_MODEL_MAX_ITEMS,
     DEFAULT_MODEL_MAX_STRING_LENGTH,
+    MARKER_FILE,
     default_model_dir,
     ensure_default_model,
 )
@@ -21,6 +22,7 @@ from clinicflow.model.errors import (
     ModelConnectionError,
     ModelDependencyError,
     ModelError,
+    ModelInputError,
     ModelLoadError,
     ModelNotFoundError,
     ModelResponseError,
@@ -37,6 +39,7 @@ __all__ = [
     "ModelConnectionError",
     "ModelDependencyError",
     "ModelError",
+    "ModelInputError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelResponseError",
@@ -63,7 +66,10 @@ def load_chat_model(
     """The chat model the settings (or the explicit `model` / `model_url`) ask for, ready to call.
 
     Precedence: `model_url`, then `model`, then `settings.model_url`, then `settings.model`, then the
-    default Gemma 3 270M (strings in its constrained calls capped at 32 characters, lists at 4 items).
+    default Gemma 3 270M (strings in its constrained calls capped at 32 characters, lists at 4 items,
+    also when its converted folder is passed explicitly).
+    Optional settings `model_quantization`, `model_fast_path`, `model_max_batch` and `model_cpu_threads`
+    tune the local backend when present.
     A local model is loaded here (once per process), so a bad folder fails now with a
     `ModelNotFoundError` / `ModelLoadError` naming the path.
     """
@@ -77,19 +83,24 @@ def load_chat_model(
             max_new_tokens=settings.max_new_tokens,
         )
     path = model or settings.model
-    if path:
-        chat = TransformersChatModel(
-            model_path=str(check_model_folder(path)),
-            device=settings.device,
-            max_new_tokens=settings.max_new_tokens,
-        )
-    else:
-        chat = TransformersChatModel(
-            model_path=str(ensure_default_model(settings.cache_dir, progress=progress)),
-            device=settings.device,
-            max_new_tokens=settings.max_new_tokens,
-            max_string_length=DEFAULT_MODEL_MAX_STRING_LENGTH,
-            max_array_items=DEFAULT_MODEL_MAX_ITEMS,
-        )
+    tuning = {
+        key: getattr(settings, f"model_{key}")
+        for key in ("quantization", "fast_path", "max_batch", "cpu_threads")
+        if getattr(settings, f"model_{key}", None) is not None
+    }
+    folder = check_model_folder(path) if path else ensure_default_model(settings.cache_dir, progress=progress)
+    caps: dict[str, Any] = {}
+    if (folder / MARKER_FILE).is_file():
+        caps = {
+            "max_string_length": DEFAULT_MODEL_MAX_STRING_LENGTH,
+            "max_array_items": DEFAULT_MODEL_MAX_ITEMS,
+        }
+    chat = TransformersChatModel(
+        model_path=str(folder),
+        device=settings.device,
+        max_new_tokens=settings.max_new_tokens,
+        **caps,
+        **tuning,
+    )
     chat.load()
     return chat

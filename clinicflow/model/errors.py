@@ -8,7 +8,8 @@
     ├── ModelDependencyError        an optional package a backend needs is missing (with an install hint)
     ├── ModelConnectionError        the model server could not be reached (names the URL and the reason)
     ├── ModelTimeoutError           the model server did not answer within the timeout
-    └── ModelResponseError          the model server answered with an error status or an unreadable body
+    ├── ModelResponseError          the model server answered with an error status or an unreadable body
+    └── ModelInputError             a request the model cannot take (over its context window), a ValueError
 
 A model reply that is not a valid tool call is not an exception: it becomes an `AIMessage` whose
 `invalid_tool_calls` carry the error, so a graph can send it back to the model.
@@ -20,6 +21,7 @@ __all__ = [
     "ModelConnectionError",
     "ModelDependencyError",
     "ModelError",
+    "ModelInputError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelResponseError",
@@ -71,3 +73,7 @@ class ModelResponseError(ModelError):
         super().__init__(f"{prefix}: {detail}")
         self.url = url
         self.status = status
+
+
+class ModelInputError(ModelError, ValueError):
+    """A request the model cannot take, such as a prompt plus reply longer than its context window."""

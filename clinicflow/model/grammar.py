@@ -14,7 +14,7 @@ from typing import Any
 import llguidance
 import numpy as np
 
-__all__ = ["GrammarLogitsProcessor", "compile_json_grammar", "make_ll_tokenizer"]
+__all__ = ["GrammarLogitsProcessor", "allowed_tokens", "compile_json_grammar", "make_ll_tokenizer"]
 
 JSON_OPTIONS: dict[str, Any] = {
     "whitespace_flexible": False,
@@ -58,17 +58,21 @@ class GrammarLogitsProcessor:
             token = int(input_ids[0, -1])
             if not self.matcher.consume_token(token):
                 self.error = self.matcher.get_error() or f"token {token} rejected"
-        allowed = self._allowed(scores.shape[-1]).to(scores.device)
-        return scores.masked_fill(~allowed, float("-inf"))
+        allowed = allowed_tokens(self.matcher, scores.shape[-1], self.stop_ids, failed=self.error is not None)
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
 
-    def _allowed(self, vocab: int) -> Any:
-        import torch
 
-        if self.error is not None:
-            stop_only = torch.zeros(vocab, dtype=torch.bool)
-            stop_only[self.stop_ids] = True
-            return stop_only
-        bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        if bits.shape[0] < vocab:
-            bits = np.concatenate([bits, np.zeros(vocab - bits.shape[0], dtype=np.uint8)])
-        return torch.from_numpy(bits[:vocab].astype(bool))
+def allowed_tokens(
+    matcher: llguidance.LLMatcher, vocab: int, stop_ids: list[int], *, failed: bool = False
+) -> Any:
+    """A bool tensor over the vocabulary: the tokens the matcher allows next (only stop ids if it failed)."""
+    import torch
+
+    if failed:
+        stop_only = torch.zeros(vocab, dtype=torch.bool)
+        stop_only[stop_ids] = True
+        return stop_only
+    bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+    if bits.shape[0] < vocab:
+        bits = np.concatenate([bits, np.zeros(vocab - bits.shape[0], dtype=np.uint8)])
+    return torch.from_numpy(bits[:vocab].astype(bool))

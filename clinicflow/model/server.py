@@ -1,9 +1,10 @@
 """`clinicflow model serve`: an OpenAI-compatible chat-completions server over one loaded chat model.
 
 One model process per GPU box, shared by many graph workers through `OpenAIChatModel`. It honours
-`tools` and `tool_choice` (with grammar-constrained calls when a call is required) and returns native
-`tool_calls`; a reply that is not a valid call comes back as text, which clients parse tolerantly.
-Not streamed; one request at a time reaches the model (the backend's lock).
+`tools` and `tool_choice` (grammar-constrained calls when a call is required), `response_format`
+(`json_schema` / `json_object`, grammar-constrained) and `stream` (server-sent events; text streams
+token by token, a reply with tools or a schema comes as one delta once complete). Concurrent
+requests are batched by the backend. Bad requests get a 400 with an OpenAI-style error body.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinicflow.model.errors import ModelError
+from clinicflow.model.errors import ModelError, ModelInputError
 
-__all__ = ["ChatCompletionRequest", "create_app", "to_messages"]
+__all__ = ["ChatCompletionRequest", "create_app", "response_schema", "to_messages"]
 
 
 class ChatCompletionRequest(BaseModel):
@@ -35,12 +37,17 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1)
 
 
 def to_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:
     """OpenAI chat messages as langchain messages; raises ValueError on an unknown role."""
     out: list[BaseMessage] = []
     for m in messages:
+        if not isinstance(m, dict):
+            raise ValueError(f"each message must be a JSON object, not {type(m).__name__}")
         role, content = m.get("role"), m.get("content") or ""
         if role in ("system", "developer"):
             out.append(SystemMessage(content))
@@ -63,20 +70,45 @@ def to_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:
     return out
 
 
+def response_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON schema a `response_format` asks the reply to follow, or None for free text."""
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ValueError("response_format json_schema needs a 'schema' object")
+        return schema
+    raise ValueError(f"response_format type {kind!r} is not supported (use text, json_object or json_schema)")
+
+
 def create_app(chat: BaseChatModel, model_name: str) -> Any:
-    """A FastAPI app serving `chat` as `model_name` at /v1/chat/completions and /v1/models."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
+    """A FastAPI app serving `chat` as `model_name` at /v1/chat/completions, /v1/models and /health."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI(title="clinicflow model server", version="1")
 
-    def error(status: int, message: str) -> Any:
-        return JSONResponse(
-            {"error": {"message": message, "type": "invalid_request_error"}}, status_code=status
-        )
+    def error(status: int, message: str, code: str | None = None) -> Any:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> Any:
+        problems = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return error(400, "invalid request body: " + "; ".join(problems), "invalid_body")
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name}
 
     @app.get("/v1/models")
@@ -85,28 +117,43 @@ def create_app(chat: BaseChatModel, model_name: str) -> Any:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def completions(request: ChatCompletionRequest) -> Any:
-        if request.stream:
-            return error(400, "streaming is not supported by this server; send stream=false")
         try:
             messages = to_messages(request.messages)
             runnable: Any = chat
+            has_tools = bool(request.tools)
             if request.tools:
                 choice = request.tool_choice
                 if isinstance(choice, dict):
                     choice = (choice.get("function") or {}).get("name") or "any"
                 runnable = chat.bind_tools(request.tools, tool_choice=choice)
+                has_tools = choice != "none"
+            schema = response_schema(request.response_format)
         except ValueError as exc:
             return error(400, str(exc))
         kwargs: dict[str, Any] = {}
         limit = request.max_completion_tokens or request.max_tokens
         if limit:
             kwargs["max_new_tokens"] = limit
+        if schema is not None and not has_tools:
+            kwargs["json_schema"] = schema
         stop = [request.stop] if isinstance(request.stop, str) else request.stop
+        include_usage = bool((request.stream_options or {}).get("include_usage"))
         try:
+            if request.stream and not has_tools and schema is None:
+                chunks = runnable.astream(messages, stop=stop, **kwargs).__aiter__()
+                first = await chunks.__anext__()
+                return StreamingResponse(
+                    _text_events(first, chunks, model_name, include_usage), media_type="text/event-stream"
+                )
             reply = await runnable.ainvoke(messages, stop=stop, **kwargs)
+        except ModelInputError as exc:
+            return error(400, str(exc), "context_length_exceeded" if "context window" in str(exc) else None)
         except ModelError as exc:
             return error(500, str(exc))
-        return _completion(reply, model_name)
+        completion = _completion(reply, model_name)
+        if request.stream:
+            return StreamingResponse(_whole_events(completion, include_usage), media_type="text/event-stream")
+        return completion
 
     return app
 
@@ -128,16 +175,83 @@ def _completion(reply: AIMessage, model_name: str) -> dict[str, Any]:
         finish_reason = "tool_calls"
     elif reply.invalid_tool_calls:
         message["content"] = meta.get("raw_text", reply.text)
-    usage = reply.usage_metadata or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": usage["input_tokens"],
-            "completion_tokens": usage["output_tokens"],
-            "total_tokens": usage["total_tokens"],
-        },
+        "usage": _usage(reply),
     }
+
+
+def _usage(reply: AIMessage) -> dict[str, int]:
+    counts = reply.usage_metadata or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    return {
+        "prompt_tokens": counts["input_tokens"],
+        "completion_tokens": counts["output_tokens"],
+        "total_tokens": counts["total_tokens"],
+    }
+
+
+def _event(completion_id: str, model_name: str, delta: dict[str, Any], finish: str | None) -> str:
+    chunk = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _usage_event(completion_id: str, model_name: str, counts: dict[str, int]) -> str:
+    chunk = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": [],
+        "usage": counts,
+    }
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+async def _whole_events(completion: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """A finished completion as a stream: the role, the content or the tool calls, the finish reason."""
+    cid, name = completion["id"], completion["model"]
+    [choice] = completion["choices"]
+    message = choice["message"]
+    yield _event(cid, name, {"role": "assistant", "content": ""}, None)
+    if message.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        yield _event(cid, name, {"tool_calls": calls}, None)
+    elif message.get("content"):
+        yield _event(cid, name, {"content": message["content"]}, None)
+    yield _event(cid, name, {}, choice["finish_reason"])
+    if include_usage:
+        yield _usage_event(cid, name, completion["usage"])
+    yield "data: [DONE]\n\n"
+
+
+async def _text_events(first: Any, rest: Any, model_name: str, include_usage: bool) -> AsyncIterator[str]:
+    """Text chunks from the model's own stream, as they are decoded."""
+    cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+    yield _event(cid, model_name, {"role": "assistant", "content": ""}, None)
+    finish = "stop"
+    counts = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    chunk = first
+    while chunk is not None:
+        if chunk.content:
+            yield _event(cid, model_name, {"content": chunk.content}, None)
+        finish = chunk.response_metadata.get("finish_reason") or finish
+        if chunk.usage_metadata:
+            counts = _usage(chunk)
+        try:
+            chunk = await rest.__anext__()
+        except StopAsyncIteration:
+            chunk = None
+    yield _event(cid, model_name, {}, finish)
+    if include_usage:
+        yield _usage_event(cid, model_name, counts)
+    yield "data: [DONE]\n\n"

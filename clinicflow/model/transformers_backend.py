@@ -2,9 +2,10 @@
 
 Serves the CPU default (Gemma 3 270M) and MedGemma 27B text-it / 4B-it (text only for now) from a
 local folder. Each folder is loaded once per process and shared by every `TransformersChatModel` on
-it; `generate` runs under a per-model lock, so concurrent graph runs take turns. When a tool call is
-required (`tool_choice` `any` or a tool name), decoding is constrained by the JSON schema of the
-bound tools' calls (see `clinicflow.model.grammar`), so the reply always parses as a call.
+it; concurrent requests are collected by the model's `BatchScheduler` into batched `generate` calls
+(see `clinicflow.model.batching`; `clinicflow.model.engine` for the CUDA fast path and CPU int8).
+When a tool call is required (`tool_choice` `any` or a tool name), or a `json_schema` is given,
+decoding is constrained by that JSON schema (see `clinicflow.model.grammar`), so the reply parses.
 """
 
 from __future__ import annotations
@@ -12,24 +13,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from clinicflow.model.base import PromptToolChatModel
-from clinicflow.model.errors import ModelDependencyError, ModelLoadError, ModelNotFoundError
+from clinicflow.model.base import PromptToolChatModel, usage
+from clinicflow.model.batching import BatchScheduler, GenerationOutput, GenerationRequest
+from clinicflow.model.engine import EngineOptions, Quantization
+from clinicflow.model.errors import ModelDependencyError, ModelInputError, ModelLoadError, ModelNotFoundError
 from clinicflow.model.prompting import GEMMA3_CHAT_TEMPLATE, chat_turns, render_chat
 from clinicflow.model.tool_calls import ToolSpec, allowed_tools, call_json_schema, tool_prompt
 
 __all__ = ["LoadedModel", "TransformersChatModel", "check_model_folder", "load_model_folder"]
 
 _END_OF_TURN = "<end_of_turn>"
-_cache: dict[tuple[str, str, str], LoadedModel] = {}
+_cache: dict[tuple[Any, ...], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
@@ -47,9 +51,29 @@ class LoadedModel:
     chat_template: str
     bos_token: str
     load_s: float
+    context_length: int = 8192
+    """Longest prompt plus reply the model takes, in tokens."""
+    quantization: Quantization = "none"
+    options: EngineOptions = field(default_factory=EngineOptions)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held while the model runs a batch."""
     _ll_tokenizer: Any = field(default=None, repr=False)
     _ll_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _scheduler: BatchScheduler | None = field(default=None, repr=False)
+
+    def scheduler(self, *, max_batch: int = 64, window_s: float = 0.005) -> BatchScheduler:
+        """The batch scheduler of this model, started on first use (settings of the first caller win)."""
+        with self._ll_lock:
+            if self._scheduler is None:
+                self._scheduler = BatchScheduler(self.run_batch, max_batch=max_batch, window_s=window_s)
+            return self._scheduler
+
+    def run_batch(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        """Generate one group of compatible requests together (what the scheduler calls)."""
+        from clinicflow.model.engine import generate_batch
+
+        with self.lock:
+            return generate_batch(self, requests)
 
     def ll_tokenizer(self) -> Any:
         """The llguidance tokenizer, built once on first use (it takes seconds)."""
@@ -75,10 +99,18 @@ def check_model_folder(path: str | Path) -> Path:
 
 
 def load_model_folder(
-    path: str | Path, *, device: str | None = None, dtype: str = "auto", shared: bool = True
+    path: str | Path,
+    *,
+    device: str | None = None,
+    dtype: str = "auto",
+    shared: bool = True,
+    quantization: Quantization = "none",
+    fast_path: Literal["auto", "on", "off"] = "auto",
 ) -> LoadedModel:
-    """Load a model folder, or return the copy this process already loaded with the same device and dtype.
+    """Load a model folder, or return the copy this process already loaded with the same settings.
 
+    `quantization` (CPU only) is int8 dynamic quantization of every Linear (`int8`) or of the output
+    head (`int8-head`); `fast_path` `auto` takes the static-cache / compiled path on CUDA only.
     `shared=False` always loads a private copy.
     """
     folder = check_model_folder(path)
@@ -86,12 +118,15 @@ def load_model_folder(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    if quantization != "none" and device != "cpu":
+        raise ValueError(f"int8 dynamic quantization runs on the CPU only, not on {device}")
+    options = EngineOptions.for_device(device, fast_path)
     if not shared:
-        return _load(folder, device, dtype)
-    key = (str(folder), device, dtype)
+        return _load(folder, device, dtype, quantization, options)
+    key = (str(folder), device, dtype, quantization, options)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = _load(folder, device, dtype)
+            _cache[key] = _load(folder, device, dtype, quantization, options)
         return _cache[key]
 
 
@@ -114,6 +149,16 @@ class TransformersChatModel(PromptToolChatModel):
     """Longest list a constrained tool call may hold (unbounded when None)."""
     cpu_threads: int | None = None
     """torch CPU threads for the whole process, set at load; 1 is ~3x faster on an oversubscribed CPU."""
+    quantization: Quantization = "none"
+    """CPU int8 dynamic quantization: `int8` (every Linear), `int8-head` (output head only) or `none`."""
+    fast_path: Literal["auto", "on", "off"] = "auto"
+    """Static KV cache, compiled decode and prefix reuse: `auto` is on for CUDA only; `off` is eager."""
+    max_batch: int = 64
+    """Most concurrent requests run in one batched `generate`."""
+    batch_window_ms: float = 5.0
+    """How long the scheduler waits for more requests after the first one of a batch."""
+    max_context_tokens: int | None = None
+    """Cap on prompt plus reply tokens (default: the model's own context window)."""
 
     @property
     def _llm_type(self) -> str:
@@ -121,13 +166,30 @@ class TransformersChatModel(PromptToolChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "device": self.device, "dtype": self.dtype}
+        return {
+            "model_path": self.model_path,
+            "device": self.device,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+        }
 
     def load(self) -> LoadedModel:
         """The loaded model (loads it on first use; later calls and other instances share it)."""
         if self.cpu_threads:
             _import("torch").set_num_threads(self.cpu_threads)
-        return load_model_folder(self.model_path, device=self.device, dtype=self.dtype)
+        return load_model_folder(
+            self.model_path,
+            device=self.device,
+            dtype=self.dtype,
+            quantization=self.quantization,
+            fast_path=self.fast_path,
+        )
+
+    def context_limit(self, loaded: LoadedModel) -> int:
+        """Longest prompt plus reply this model takes, in tokens."""
+        if self.max_context_tokens:
+            return min(self.max_context_tokens, loaded.context_length)
+        return loaded.context_length
 
     def _generate(
         self,
@@ -142,7 +204,9 @@ class TransformersChatModel(PromptToolChatModel):
             chat_turns(messages, tool_prompt(specs, choice)), loaded.chat_template, bos_token=loaded.bos_token
         )
         max_new_tokens = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
-        text, stats = self._complete(loaded, prompt, specs, choice, stop, max_new_tokens)
+        text, stats = self._complete(
+            loaded, prompt, specs, choice, stop, max_new_tokens, json_schema=kwargs.get("json_schema")
+        )
         return self._result(
             text,
             specs,
@@ -162,6 +226,63 @@ class TransformersChatModel(PromptToolChatModel):
     ) -> ChatResult:
         return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
 
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Text chunks as tokens are decoded; with tools bound or a `json_schema`, one final chunk."""
+        specs, choice = self._tool_setup(kwargs)
+        if (specs and choice != "none") or kwargs.get("json_schema"):
+            result = await self._agenerate(messages, stop, None, **kwargs)
+            message = result.generations[0].message
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=message.content,
+                    tool_calls=getattr(message, "tool_calls", []),
+                    invalid_tool_calls=getattr(message, "invalid_tool_calls", []),
+                    usage_metadata=getattr(message, "usage_metadata", None),
+                    response_metadata=message.response_metadata,
+                )
+            )
+            return
+        loaded = await asyncio.to_thread(self.load)
+        prompt = render_chat(chat_turns(messages), loaded.chat_template, bos_token=loaded.bos_token)
+        max_new_tokens = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
+        loop = asyncio.get_running_loop()
+        tokens: asyncio.Queue[int] = asyncio.Queue()
+
+        def on_token(token: int) -> None:
+            loop.call_soon_threadsafe(tokens.put_nowait, token)
+
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                self._complete, loaded, prompt, [], "none", stop, max_new_tokens, on_token=on_token
+            )
+        )
+        decoder = _IncrementalText(loaded.tokenizer, loaded.stop_ids, stop or [])
+        while not task.done() or not tokens.empty():
+            getter = asyncio.ensure_future(tokens.get())
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            delta = decoder.add(getter.result())
+            if delta:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+        text, stats = await task
+        rest = text[len(decoder.emitted) :] if text.startswith(decoder.emitted) else ""
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=rest,
+                usage_metadata=usage(stats.pop("input_tokens"), stats.pop("output_tokens")),
+                response_metadata={"model_name": Path(loaded.path).name, **stats},
+                chunk_position="last",
+            )
+        )
+
     def _complete(
         self,
         loaded: LoadedModel,
@@ -170,60 +291,58 @@ class TransformersChatModel(PromptToolChatModel):
         choice: str,
         stop: list[str] | None,
         max_new_tokens: int,
+        *,
+        json_schema: dict[str, Any] | None = None,
+        on_token: Callable[[int], None] | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """Generate a reply to the prompt text: the text and its statistics."""
-        torch = _import("torch")
-        from transformers import GenerationConfig
-
+        """Generate a reply to the prompt text through the batch scheduler: the text and its statistics."""
         tokenizer = loaded.tokenizer
         prompt_ids: list[int] = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        limit = self.context_limit(loaded)
+        if len(prompt_ids) + max_new_tokens > limit:
+            raise ModelInputError(
+                f"the prompt has {len(prompt_ids)} tokens and the reply may take {max_new_tokens}, "
+                f"more than the model's context window of {limit} tokens; shorten the conversation"
+            )
         forced: list[int] = []
-        processors = []
+        matcher = None
         grammar_s = 0.0
-        processor = None
+        schema = json_schema
         if specs and choice not in ("auto", "none"):
-            import llguidance
-
-            from clinicflow.model.grammar import GrammarLogitsProcessor, compile_json_grammar
-
-            t0 = time.perf_counter()
             schema = call_json_schema(
                 allowed_tools(specs, choice),
                 max_string_length=self.max_string_length,
                 max_items=self.max_array_items,
             )
+        if schema is not None:
+            import llguidance
+
+            from clinicflow.model.grammar import compile_json_grammar
+
+            t0 = time.perf_counter()
             matcher = llguidance.LLMatcher(loaded.ll_tokenizer(), compile_json_grammar(schema))
             if matcher.is_error():
-                raise ValueError(f"the tool schema cannot be compiled to a grammar: {matcher.get_error()}")
+                raise ModelInputError(
+                    f"the JSON schema cannot be compiled to a grammar: {matcher.get_error()}"
+                )
             forced = list(matcher.compute_ff_tokens())[: max(max_new_tokens - 1, 0)]
             if forced and not matcher.consume_tokens(forced):
                 raise RuntimeError(f"grammar rejected its own forced tokens: {matcher.get_error()}")
-            processor = GrammarLogitsProcessor(matcher, len(prompt_ids) + len(forced), loaded.stop_ids)
-            processors.append(processor)
             grammar_s = time.perf_counter() - t0
-
-        config = GenerationConfig(
+        if on_token is not None:
+            for token in forced:
+                on_token(token)
+        request = GenerationRequest(
+            prompt_ids=prompt_ids + forced,
             max_new_tokens=max(max_new_tokens - len(forced), 1),
-            do_sample=self.temperature > 0,
-            temperature=self.temperature if self.temperature > 0 else None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=loaded.stop_ids,
-            pad_token_id=loaded.pad_id,
+            matcher=matcher,
+            temperature=self.temperature,
+            stop_strings=tuple(stop or ()),
+            on_token=on_token,
         )
-        input_ids = torch.tensor([prompt_ids + forced], device=loaded.model.device)
-        extra: dict[str, Any] = {"stop_strings": stop, "tokenizer": tokenizer} if stop else {}
-        t0 = time.perf_counter()
-        with loaded.lock, torch.inference_mode():
-            output = loaded.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=config,
-                logits_processor=processors or None,
-                **extra,
-            )
-        generation_s = time.perf_counter() - t0
-        generated = output[0, input_ids.shape[1] :].tolist()
+        scheduler = loaded.scheduler(max_batch=self.max_batch, window_s=self.batch_window_ms / 1000)
+        output = scheduler.generate(request)
+        generated = output.tokens
         new_ids = forced + generated
         finish_reason = "length"
         if new_ids and new_ids[-1] in loaded.stop_ids:
@@ -237,16 +356,51 @@ class TransformersChatModel(PromptToolChatModel):
             "input_tokens": len(prompt_ids),
             "output_tokens": len(forced) + len(generated),
             "finish_reason": finish_reason,
-            "constrained": processor is not None,
+            "constrained": matcher is not None,
             "forced_tokens": len(forced),
-            "generation_s": round(generation_s, 3),
+            "generation_s": round(output.generation_s, 3),
             "grammar_setup_s": round(grammar_s, 3),
-            "tokens_per_s": round(len(generated) / generation_s, 2) if generation_s > 0 else None,
+            "tokens_per_s": round(len(generated) / output.generation_s, 2)
+            if output.generation_s > 0
+            else None,
+            "batch_size": output.batch_size,
+            "prefix_tokens_reused": output.prefix_tokens_reused,
             "device": loaded.device,
         }
-        if processor is not None and processor.error:
-            stats["grammar_error"] = processor.error
+        if output.grammar_error:
+            stats["grammar_error"] = output.grammar_error
         return text, stats
+
+
+class _IncrementalText:
+    """Decodes a growing list of token ids into text deltas, holding back half-formed characters."""
+
+    def __init__(self, tokenizer: Any, stop_ids: list[int], stop: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stop_ids = set(stop_ids)
+        self.stop = stop
+        self.ids: list[int] = []
+        self.emitted = ""
+        self.done = False
+
+    def add(self, token: int) -> str:
+        """The new text after `token` (empty while a character or a stop string is incomplete)."""
+        if self.done or token in self.stop_ids:
+            self.done = True
+            return ""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        for s in self.stop:
+            if s in text:
+                text, self.done = text[: text.index(s)], True
+        if not self.done and self.stop:
+            hold = max((len(s) - 1 for s in self.stop), default=0)
+            text = text[: max(len(text) - hold, len(self.emitted))]
+        delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
+        self.emitted += delta
+        return delta
 
 
 def _import(name: str) -> Any:
@@ -258,7 +412,9 @@ def _import(name: str) -> Any:
         ) from exc
 
 
-def _load(folder: Path, device: str, dtype: str) -> LoadedModel:
+def _load(
+    folder: Path, device: str, dtype: str, quantization: Quantization, options: EngineOptions
+) -> LoadedModel:
     torch = _import("torch")
     _import("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -276,6 +432,11 @@ def _load(folder: Path, device: str, dtype: str) -> LoadedModel:
     if not device.startswith("cuda"):
         model = model.to(device)  # type: ignore[arg-type]
     model.eval()
+    if quantization != "none":
+        from clinicflow.model.engine import quantize_for_cpu
+
+        model = quantize_for_cpu(model, quantization)
+    text_config = model.config.get_text_config()
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else GEMMA3_CHAT_TEMPLATE
     return LoadedModel(
         path=str(folder),
@@ -288,6 +449,9 @@ def _load(folder: Path, device: str, dtype: str) -> LoadedModel:
         chat_template=template,
         bos_token=tokenizer.bos_token or "",
         load_s=round(time.perf_counter() - started, 2),
+        context_length=int(getattr(text_config, "max_position_embeddings", None) or 8192),
+        quantization=quantization,
+        options=options,
     )
 
 

@@ -62,14 +62,59 @@ def test_a_valid_call_comes_back_as_native_tool_calls() -> None:
 
 def test_bad_requests_are_refused_with_an_openai_error() -> None:
     client = TestClient(create_app(TextModel(reply="hi"), "m"))
-    stream = client.post(
-        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Q"}], "stream": True}
-    )
-    assert stream.status_code == 400 and "streaming" in stream.json()["error"]["message"]
     role = client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "Q"}]})
     assert role.status_code == 400 and role.json()["error"]["message"] == "unknown message role 'robot'"
-    assert client.post("/v1/chat/completions", json={"messages": []}).status_code == 422
+    empty = client.post("/v1/chat/completions", json={"messages": []})
+    assert empty.status_code == 400 and "messages" in empty.json()["error"]["message"]
+    broken = client.post(
+        "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 400 and "invalid request body" in broken.json()["error"]["message"]
+    fmt = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Q"}], "response_format": {"type": "xml"}},
+    )
+    assert fmt.status_code == 400 and "'xml' is not supported" in fmt.json()["error"]["message"]
     assert client.get("/v1/models").json()["data"][0]["id"] == "m"
+    assert client.get("/health").json() == {"status": "ok", "model": "m"}
+
+
+def _events(body: str) -> list[dict[str, object]]:
+    lines = [line.removeprefix("data: ") for line in body.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_a_streamed_reply_is_server_sent_events_ending_in_done() -> None:
+    client = TestClient(create_app(TextModel(reply="Hello there"), "m"))
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "Q"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    chunks = _events(response.text)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])  # type: ignore[index]
+    assert text == "Hello there"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+
+
+def test_a_streamed_tool_call_arrives_as_a_tool_calls_delta() -> None:
+    client = TestClient(create_app(TextModel(reply=CALL), "m"))
+    tools = [{"type": "function", "function": {"name": "search_record", "parameters": {"type": "object"}}}]
+    response = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Q"}], "tools": tools, "stream": True},
+    )
+    chunks = _events(response.text)
+    [delta] = [
+        c["choices"][0]["delta"]["tool_calls"] for c in chunks if "tool_calls" in c["choices"][0]["delta"]
+    ]  # type: ignore[index,operator]
+    assert delta[0]["function"]["name"] == "search_record" and delta[0]["index"] == 0
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"  # type: ignore[index]
 
 
 async def test_the_openai_backend_round_trips_through_the_server() -> None:

@@ -1,0 +1,307 @@
+"""Decode benchmark: plain eager `generate` against clinicflow's generation path, in one run.
+
+Models: `27b` and `4b` are MedGemma-shaped Gemma 3 text models built from configs in code with random
+weights (no download; `--layers N` shrinks the depth, time scales with it); `270m` is the real cached
+Gemma 3 270M (the CPU default). For each batch size (concurrent requests) it measures prefill time
+and decode tokens/s of (a) eager `generate` (dynamic cache) and (b) our path (`generate_batch`: the
+static-cache / compiled fast path on CUDA; on the CPU the `--quantization` the default model would
+use), checks that greedy tokens agree, measures the device's copy bandwidth in the same run and the
+batch-1 bandwidth floor (weight bytes / bandwidth), prints a ratio table and writes JSON to
+bench/results/model_decode_<device>[_<model>].json.
+
+    python bench/model_decode.py --model 270m --device cpu --quantization int8
+    python bench/model_decode.py --model 27b --layers 4        # a GPU: iterate cheaply
+    python bench/model_decode.py --model 27b                   # the full 62 layers, once
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from clinicflow.model.batching import GenerationRequest  # noqa: E402
+from clinicflow.model.engine import EngineOptions, generate_batch, quantize_for_cpu  # noqa: E402
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "27b": dict(
+        hidden_size=5376,
+        num_hidden_layers=62,
+        num_attention_heads=32,
+        num_key_value_heads=16,
+        head_dim=128,
+        intermediate_size=21504,
+        vocab_size=262144,
+        sliding_window=1024,
+    ),
+    "4b": dict(
+        hidden_size=2560,
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        intermediate_size=10240,
+        vocab_size=262208,
+        sliding_window=1024,
+    ),
+}
+
+
+def hardware(device: str) -> dict[str, Any]:
+    """The machine the numbers come from."""
+    info: dict[str, Any] = {
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"model name\s*:\s*(.+)", text)
+        info["cpu"] = found.group(1).strip() if found else platform.processor()
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        info["cpu"] = platform.processor()
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes/s of a large device-to-device copy (each byte read once and written once)."""
+    n = (1 << 30) if device.startswith("cuda") else (1 << 27)
+    src = torch.empty(n, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    del src, dst
+    return 2 * n / best
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build(args: argparse.Namespace) -> tuple[Any, Any, float]:
+    """The model (eval mode, on the device), a tokenizer or None, and its load time."""
+    t0 = time.perf_counter()
+    if args.model == "270m":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from clinicflow.model.default_model import default_model_dir
+
+        folder = default_model_dir(Path(args.cache_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, args.dtype))
+        return model.to(args.device).eval(), tokenizer, time.perf_counter() - t0
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    shape = dict(SHAPES[args.model])
+    if args.layers:
+        shape["num_hidden_layers"] = args.layers
+    config = Gemma3TextConfig(**shape, max_position_embeddings=8192)
+    torch.manual_seed(args.seed)
+    with torch.device(args.device):
+        model = Gemma3ForCausalLM(config).to(getattr(torch, args.dtype))
+    for p in model.parameters():
+        p.data.normal_(0.0, 0.02)
+    return model.eval(), None, time.perf_counter() - t0
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes read per decode step: every parameter once (the tied head counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def prompts(args: argparse.Namespace, vocab: int, batch: int, tokenizer: Any) -> list[list[int]]:
+    """`batch` prompts of about `--prompt-len` tokens, fixed by the seed."""
+    g = torch.Generator().manual_seed(args.seed + batch)
+    if tokenizer is not None:
+        words = ["fever", "cough", "HbA1c", "anemia", "insulin", "blood", "pressure", "the", "patient", "and"]
+        out = []
+        for _ in range(batch):
+            picks = torch.randint(0, len(words), (args.prompt_len,), generator=g).tolist()
+            text = " ".join(words[i] for i in picks)
+            ids = tokenizer(f"<bos><start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n")[
+                "input_ids"
+            ]
+            out.append(ids[: args.prompt_len + 8])
+        return out
+    return torch.randint(10, vocab - 10, (batch, args.prompt_len), generator=g).tolist()
+
+
+def eager(
+    model: Any, rows: list[list[int]], new: int, device: str, stop: list[int]
+) -> tuple[float, list[list[int]]]:
+    """Plain `generate` on a left-padded batch, dynamic cache, no compile: seconds and tokens."""
+    from clinicflow.model.batching import left_pad
+
+    ids, mask = left_pad(rows, 0)
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=torch.tensor(ids, device=device),
+            attention_mask=torch.tensor(mask, device=device),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            eos_token_id=stop,
+            pad_token_id=0,
+            disable_compile=True,
+        )
+    sync(device)
+    return time.perf_counter() - t0, out[:, len(ids[0]) :].tolist()
+
+
+def ours(loaded: Any, rows: list[list[int]], new: int, device: str) -> tuple[float, list[list[int]]]:
+    """clinicflow's `generate_batch` (the path the server and chat model take): seconds and tokens."""
+    requests = [GenerationRequest(prompt_ids=r, max_new_tokens=new) for r in rows]
+    sync(device)
+    t0 = time.perf_counter()
+    outputs = generate_batch(loaded, requests)
+    sync(device)
+    return time.perf_counter() - t0, [o.tokens for o in outputs]
+
+
+def measure(run: Any, rows: list[list[int]], new: int, repeats: int) -> dict[str, Any]:
+    """Prefill seconds (1 new token) and decode tokens/s ((new - 1) further tokens per row)."""
+    run(rows, 1)
+    prefill = min(run(rows, 1)[0] for _ in range(repeats))
+    total, tokens = min((run(rows, new) for _ in range(repeats)), key=lambda r: r[0])
+    decode_s = max(total - prefill, 1e-9)
+    return {
+        "prefill_s": round(prefill, 4),
+        "total_s": round(total, 4),
+        "decode_tokens_per_s": round(len(rows) * (new - 1) / decode_s, 2),
+        "tokens": tokens,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["27b", "4b", "270m"], default="27b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--layers", type=int, default=0, help="shrink the depth (27b/4b); 0 keeps it")
+    parser.add_argument("--batches", default="1,8,32,64")
+    parser.add_argument("--prompt-len", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--dtype", default=None, help="default bfloat16 on CUDA, float32 on the CPU")
+    parser.add_argument("--quantization", choices=["none", "int8", "int8-head"], default="none")
+    parser.add_argument("--fast-path", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "clinicflow"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    batches = [int(b) for b in args.batches.split(",")]
+
+    info = hardware(args.device)
+    bandwidth = copy_bandwidth(args.device)
+    model, tokenizer, load_s = build(args)
+    vocab = model.config.get_text_config().vocab_size
+    stop = [1, 106] if tokenizer is not None else [vocab - 1]
+    base_bytes = weight_bytes(model)
+    fast = model
+    quantize_s = 0.0
+    if args.quantization != "none":
+        import copy
+
+        t0 = time.perf_counter()
+        fast = quantize_for_cpu(copy.deepcopy(model), args.quantization)
+        quantize_s = time.perf_counter() - t0
+    loaded = SimpleNamespace(
+        model=fast,
+        tokenizer=tokenizer,
+        pad_id=0,
+        stop_ids=stop,
+        options=EngineOptions.for_device(args.device, args.fast_path),
+    )
+    floor = bandwidth / base_bytes
+    print(
+        f"{args.model} x{model.config.num_hidden_layers} layers, {base_bytes / 1e9:.2f} GB weights, "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, batch-1 floor {floor:.1f} tok/s, load {load_s:.1f} s",
+        flush=True,
+    )
+    rows_out = []
+    for batch in batches:
+        rows = prompts(args, vocab, batch, tokenizer)
+        a = measure(lambda r, n: eager(model, r, n, args.device, stop), rows, args.new_tokens, args.repeats)
+        b = measure(lambda r, n: ours(loaded, r, n, args.device), rows, args.new_tokens, args.repeats)
+        equal = sum(x == y for x, y in zip(a.pop("tokens"), b.pop("tokens"), strict=True))
+        row = {
+            "batch": batch,
+            "eager": a,
+            "ours": b,
+            "speedup": round(b["decode_tokens_per_s"] / a["decode_tokens_per_s"], 2),
+            "rows_equal_to_eager": f"{equal}/{batch}",
+        }
+        if batch == 1:
+            row["ours_fraction_of_floor"] = round(b["decode_tokens_per_s"] / floor, 3)
+            row["eager_fraction_of_floor"] = round(a["decode_tokens_per_s"] / floor, 3)
+        rows_out.append(row)
+        print(
+            f"batch {batch:3d}  prefill eager {a['prefill_s']:.3f} s ours {b['prefill_s']:.3f} s  "
+            f"decode eager {a['decode_tokens_per_s']:8.1f} tok/s ours {b['decode_tokens_per_s']:8.1f} tok/s  "
+            f"x{row['speedup']:.2f}  equal {row['rows_equal_to_eager']}",
+            flush=True,
+        )
+    result = {
+        "benchmark": "model_decode",
+        "hardware": info,
+        "model": args.model,
+        "layers": model.config.num_hidden_layers,
+        "dtype": args.dtype,
+        "quantization": args.quantization,
+        "engine_options": dataclasses.asdict(loaded.options),
+        "prompt_tokens": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "weight_bytes": base_bytes,
+        "copy_bandwidth_bytes_per_s": round(bandwidth),
+        "bandwidth_floor_tokens_per_s_batch1": round(floor, 2),
+        "load_s": round(load_s, 2),
+        "quantize_s": round(quantize_s, 2),
+        "results": rows_out,
+    }
+    device_name = "cpu" if args.device == "cpu" else re.sub(r"[^a-z0-9]+", "", info.get("gpu", "gpu").lower())
+    default = ROOT / "bench" / "results" / f"model_decode_{device_name}_{args.model}.json"
+    out = Path(args.out) if args.out else default
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
