@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     model_fast_path: Literal["auto", "on", "off"] = Field(
         "auto", description="Static KV cache + compiled decode; auto means on CUDA only."
     )
-    model_max_batch: int | None = Field(None, description="Most concurrent requests batched into one generate.")
+    model_max_batch: int | None = Field(None, description="Most requests batched in one generate.")
 
     # Workflows
     max_steps: int = Field(8, description="Upper bound on graph steps per run.")
