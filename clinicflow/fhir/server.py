@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -25,8 +27,15 @@ MAX_PAGE_SIZE = 1000
 
 _LOG_FILENAME = "server.log"
 _SETTINGS_FILENAME = "settings.yaml"
+_PR_SET_PDEATHSIG = 1
 
 Validation = Literal["strict", "warn", "off"]
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when its parent dies, even by a signal atexit never sees."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedServerError(RuntimeError):
@@ -139,6 +148,7 @@ class EmbeddedFhirServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         atexit.register(self.stop)
         try:
