@@ -3,23 +3,33 @@
 from clinicflow.agents.ehr_qa import (
     ANSWERER,
     EXTRACTOR,
+    GUIDANCE_PREFIX,
     NOT_FOUND,
     PLANNER,
+    CitationKind,
     ExtractedFacts,
     Fact,
     FinalAnswer,
     Role,
     bind_role,
+    citation_kind,
+    citations_in,
+    is_record_citation,
 )
 
 __all__ = [
     "ANSWERER",
     "EXTRACTOR",
+    "GUIDANCE_PREFIX",
     "NOT_FOUND",
     "PLANNER",
+    "CitationKind",
     "ExtractedFacts",
     "Fact",
     "FinalAnswer",
     "Role",
     "bind_role",
+    "citation_kind",
+    "citations_in",
+    "is_record_citation",
 ]

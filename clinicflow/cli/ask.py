@@ -1,5 +1,8 @@
 """`clinicflow ask` and `clinicflow demo`: one EHR question answered end to end, with trace and evidence.
 
+Besides the patient-scoped FHIR tools, the planner gets guideline search when the guideline index
+(<cache_dir>/guidelines.sqlite) holds documents, and image search over `--image-index` when given.
+
 Exit codes: 0 answered (or "not found in the record"); 1 the run failed; 2 bad input, an unknown
 patient, or a FHIR server or model that cannot be reached or loaded.
 """
@@ -8,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 
+from clinicflow.cli.guidelines import default_index_path
 from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.fhir.demo import demo_patient_ids, ensure_demo_cohort, ensure_demo_server, free_port
 from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer, EmbeddedServerError
@@ -28,7 +34,9 @@ from clinicflow.graphs.ehr_qa import (
 )
 from clinicflow.model import ModelError, load_chat_model
 from clinicflow.settings import Settings
-from clinicflow.tools import make_fhir_tools
+from clinicflow.tools import make_fhir_tools, make_guideline_tool, make_image_tools
+from clinicflow.tools.guidelines import GuidelineError, GuidelineIndex
+from clinicflow.tools.images import ImageIndex, ImageToolError
 
 __all__ = ["DEMO_QUESTION", "ask", "demo"]
 
@@ -63,6 +71,44 @@ async def _fhir_base_url(settings: Settings) -> AsyncIterator[str]:
         await asyncio.to_thread(server.stop)
 
 
+def guideline_tools(settings: Settings, enabled: bool | None) -> list[BaseTool]:
+    """`[search_guidelines]` over the cached guideline index: when `enabled`, or by default (None) only
+    when the index exists and holds documents; an index that cannot serve `--guidelines` is bad input."""
+    if enabled is False:
+        return []
+    path = default_index_path(settings)
+    try:
+        documents = GuidelineIndex(path).document_count()
+    except GuidelineError as exc:
+        if enabled:
+            raise _fail(f"The guideline index cannot be used: {exc}") from None
+        return []
+    if documents == 0:
+        if enabled:
+            raise _fail(
+                f"No guidelines indexed at {path}: run `clinicflow guidelines index` first, "
+                "or pass --no-guidelines."
+            )
+        return []
+    return [make_guideline_tool(path)]
+
+
+@contextlib.contextmanager
+def image_tools(index_path: Path | None, encoder: Path | None) -> Iterator[list[BaseTool]]:
+    """`[search_images]` over the image index at `index_path` (none without one), closed on exit."""
+    if index_path is None:
+        if encoder is not None:
+            raise _fail("--encoder needs --image-index PATH.")
+        yield []
+        return
+    try:
+        index = ImageIndex.open(index_path, encoder=encoder)
+    except (ImageToolError, ValueError, OSError) as exc:
+        raise _fail(f"The image index cannot be used: {exc}") from None
+    with index:
+        yield make_image_tools(index)
+
+
 async def answer_question(
     settings: Settings,
     base_url: str,
@@ -70,8 +116,11 @@ async def answer_question(
     patient_id: str,
     question: str,
     thread_id: str | None,
+    *,
+    extra_tools: Sequence[BaseTool] = (),
 ) -> EhrQaResult:
-    """Check the patient exists, then run the EHR QA graph with patient-scoped FHIR tools."""
+    """Check the patient exists, then run the EHR QA graph with patient-scoped FHIR tools and any
+    `extra_tools` (guideline search, image search)."""
     async with FhirClient(
         base_url, token=settings.fhir_token, timeout=settings.fhir_timeout_s, retries=settings.fhir_retries
     ) as client:
@@ -83,7 +132,10 @@ async def answer_question(
             raise _fail(f"Bad patient id {patient_id!r}: {exc}") from None
         async with open_checkpointer(settings.checkpoint_path()) as saver:
             graph = build_ehr_qa_graph(
-                model, make_fhir_tools(client), checkpointer=saver, max_steps=settings.max_steps
+                model,
+                [*make_fhir_tools(client), *extra_tools],
+                checkpointer=saver,
+                max_steps=settings.max_steps,
             )
             return await run_ehr_qa(graph, question, patient_id, thread_id=thread_id)
 
@@ -107,10 +159,17 @@ async def _ask(
     model: str | None,
     model_url: str | None,
     thread: str | None,
+    guidelines: bool | None = None,
+    image_index: Path | None = None,
+    encoder: Path | None = None,
 ) -> EhrQaResult:
-    async with _fhir_base_url(settings) as base_url:
-        chat = await asyncio.to_thread(_load_model, settings, model, model_url)
-        return await answer_question(settings, base_url, chat, patient, question, thread)
+    with image_tools(image_index, encoder) as images:
+        extra = [*guideline_tools(settings, guidelines), *images]
+        async with _fhir_base_url(settings) as base_url:
+            chat = await asyncio.to_thread(_load_model, settings, model, model_url)
+            return await answer_question(
+                settings, base_url, chat, patient, question, thread, extra_tools=extra
+            )
 
 
 def _run(coro: object) -> EhrQaResult:
@@ -133,6 +192,25 @@ ModelOpt = Annotated[
 ModelUrlOpt = Annotated[
     str | None, typer.Option("--model-url", help="OpenAI-compatible base URL (vLLM, llama-server, ...).")
 ]
+GuidelinesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--guidelines/--no-guidelines",
+        help="Let the planner search the guideline index (<cache_dir>/guidelines.sqlite); "
+        "default: on when it holds documents.",
+        show_default=False,
+    ),
+]
+ImageIndexOpt = Annotated[
+    Path | None,
+    typer.Option("--image-index", help="Image index folder: let the planner search the patient's images."),
+]
+EncoderOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--encoder", help="MedSigLIP checkpoint folder for --image-index; default: the one that built it."
+    ),
+]
 
 
 def ask(
@@ -143,10 +221,15 @@ def ask(
     thread: Annotated[
         str | None, typer.Option("--thread", help="Thread id: resume an interrupted run, or name a new one.")
     ] = None,
+    guidelines: GuidelinesOpt = None,
+    image_index: ImageIndexOpt = None,
+    encoder: EncoderOpt = None,
 ) -> None:
     """Answer a question about one patient's record, citing the FHIR resources it rests on."""
     settings = Settings()
-    result = _run(_ask(settings, patient, question, model, model_url, thread))
+    result = _run(
+        _ask(settings, patient, question, model, model_url, thread, guidelines, image_index, encoder)
+    )
     _print(result)
     if result.status == "failed":
         raise typer.Exit(1)
@@ -162,7 +245,15 @@ async def _demo(settings: Settings, model: str | None, model_url: str | None) ->
         typer.echo("Loading the model ...")
         chat = await asyncio.to_thread(_load_model, settings, model, model_url)
         typer.echo(f"Patient/{patient}: {DEMO_QUESTION}")
-        return await answer_question(settings, server.base_url, chat, patient, DEMO_QUESTION, None)
+        return await answer_question(
+            settings,
+            server.base_url,
+            chat,
+            patient,
+            DEMO_QUESTION,
+            None,
+            extra_tools=guideline_tools(settings, None),
+        )
     finally:
         await asyncio.to_thread(server.stop)
 

@@ -12,6 +12,8 @@ from .fhir_tools import (
     ToolFailed,
     make_fhir_tools,
 )
+from .guidelines import make_guideline_tool
+from .images import make_image_tools
 from .manifest import RecordManifest, build_manifest, render_manifest
 from .render import References, citation, estimate_tokens, render_lines, render_resource
 
@@ -31,6 +33,8 @@ __all__ = [
     "citation",
     "estimate_tokens",
     "make_fhir_tools",
+    "make_guideline_tool",
+    "make_image_tools",
     "render_lines",
     "render_manifest",
     "render_resource",

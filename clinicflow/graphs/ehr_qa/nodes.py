@@ -2,6 +2,9 @@
 
 The model and the tools are bound once when `EhrQaNodes` is built; each node only reads state and
 returns an update. Every model call and tool call is timed into the state's trace.
+Evidence is any cited tool output: record lines `[ResourceType/id]`, guideline passages
+`[guideline: ...]` and image lines `[image: ...]`; an answer must cite a record resource unless the
+answerer marked it as general guidance (see `ANSWERER_PROMPT`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from clinicflow.agents.ehr_qa import (
     BAD_ARGUMENTS_TEMPLATE,
     EXTRACTOR,
     FINISH_TOOL_NAME,
+    GUIDANCE_PREFIX,
     NOT_FOUND,
     PLANNER,
     TOOL_FAILED_TEMPLATE,
@@ -37,21 +41,25 @@ from clinicflow.agents.ehr_qa import (
     Role,
     answerer_messages,
     bind_role,
+    citation_kind,
     citations_in,
     extractor_messages,
     invalid_reply_message,
+    is_record_citation,
     is_refusal,
     normalize_citation,
     planner_messages,
     render_reply,
+    strip_citations,
 )
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
 
-__all__ = ["FAILED_ANSWER", "EhrQaNodes"]
+__all__ = ["FAILED_ANSWER", "EhrQaNodes", "evidence_items"]
 
 FAILED_ANSWER = "no answer: the model did not return a valid final answer"
 _TIMING_KEY = "clinicflow_timing"
-_BRACKETED_ANY = re.compile(r"\s*\[[A-Z][A-Za-z]+/[^\]\s]{1,64}\]")
+_LEADING_CITATION = re.compile(r"^\[[^\[\]]+\]")
+_BAD_ARGUMENTS = re.compile(r"^\s*(?:[\w.-]+:\s*)?bad arguments", re.IGNORECASE)
 
 ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
 
@@ -195,8 +203,39 @@ async def _timed_tool_call(request: ToolCallRequest, execute: ToolExecutor) -> T
 
 
 def _self_reported_kind(text: str) -> str:
-    """The kind of an error a tool reported itself: "Bad arguments..." or, by default, a failure."""
-    return "bad arguments" if text.lstrip().lower().startswith("bad arguments") else "tool failed"
+    """The kind of an error a tool reported itself: "[tool: ]Bad arguments..." or, by default, a failure."""
+    return "bad arguments" if _BAD_ARGUMENTS.match(text) else "tool failed"
+
+
+def evidence_items(text: str) -> list[str]:
+    """The cited items of a tool result: each cited line, except that a line opening with a citation
+    (a guideline passage's heading) takes the uncited lines after it, and becomes one item on one line."""
+    items: list[list[str]] = []
+    passage_open = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if citations_in(line):
+            items.append([line])
+            opening = _LEADING_CITATION.match(line)
+            passage_open = opening is not None and bool(citations_in(opening.group(0)))
+        elif passage_open:
+            items[-1].append(line)
+    return [" ".join(" ".join(parts).split()) for parts in items]
+
+
+def _with_record_companions(citations: Sequence[str], evidence: Sequence[EvidenceRecord]) -> list[str]:
+    """The citations plus the record resources cited on the same evidence line as a cited image."""
+    images = {c for c in citations if citation_kind(c) == "image"}
+    extra = [
+        c
+        for e in evidence
+        if images.intersection(e["citations"])
+        for c in e["citations"]
+        if is_record_citation(c)
+    ]
+    return list(dict.fromkeys([*citations, *extra]))
 
 
 def _hidden_args(tool: BaseTool) -> set[str]:
@@ -334,7 +373,7 @@ class EhrQaNodes:
                 if timing.get("error_kind") == "tool failed":
                     errors.append(f"{name} failed: {_short(text)}")
             lines = [line.strip() for line in text.splitlines() if line.strip()]
-            found = [] if error else [line for line in lines if citations_in(line)]
+            found = [] if error else evidence_items(text)
             evidence += [EvidenceRecord(text=line, citations=citations_in(line), tool=name) for line in found]
             trace.append(
                 _event(
@@ -389,10 +428,7 @@ class EhrQaNodes:
         )
         if not isinstance(parsed, ExtractedFacts):
             errors.append("extractor failed: all evidence lines are passed on as facts")
-            facts = [
-                FactRecord(text=_BRACKETED_ANY.sub("", e["text"]).strip(), citations=e["citations"])
-                for e in evidence
-            ]
+            facts = [FactRecord(text=strip_citations(e["text"]), citations=e["citations"]) for e in evidence]
             return {"facts": facts, "trace": trace, "errors": errors}
         known = {c for e in evidence for c in e["citations"]}
         facts = []
@@ -401,7 +437,7 @@ class EhrQaNodes:
             if dropped:
                 trace.append(_citation_check("extractor", dropped, fact.text))
             if kept:
-                facts.append(FactRecord(text=_BRACKETED_ANY.sub("", fact.text).strip(), citations=kept))
+                facts.append(FactRecord(text=strip_citations(fact.text), citations=kept))
             else:
                 trace.append(
                     _event(
@@ -434,12 +470,11 @@ class EhrQaNodes:
         if is_refusal(parsed.answer):
             return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
 
-        known = {c for e in state.get("evidence", []) for c in e["citations"]}
+        evidence = state.get("evidence", [])
+        known = {c for e in evidence for c in e["citations"]}
         kept, dropped = _split_citations([*parsed.citations, *citations_in(parsed.answer)], known)
-        text = _BRACKETED_ANY.sub(
-            lambda m: m.group(0) if m.group(0).strip()[1:-1] in known else "", parsed.answer
-        )
-        text = text.strip()
+        kept = _with_record_companions(kept, evidence)
+        text = strip_citations(parsed.answer, keep=known)
         if dropped:
             trace.append(_citation_check("answerer", dropped, parsed.answer))
         if not kept:
@@ -452,9 +487,23 @@ class EhrQaNodes:
                 )
             )
             return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
+        guidance = not any(is_record_citation(c) for c in kept)
+        if guidance and parsed.about_record:
+            trace.append(
+                _event(
+                    "check",
+                    "citations",
+                    summary="answer replaced by refusal: a claim about the patient cites no record resource",
+                    error=f"no record evidence, only {', '.join(kept)}: {_short(parsed.answer)}",
+                )
+            )
+            return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
         missing = [c for c in kept if c not in citations_in(text)]
         if missing:
             text = f"{text} " + " ".join(f"[{c}]" for c in missing)
+        if guidance:
+            text = f"{GUIDANCE_PREFIX} {text}"
+            trace.append(_event("check", "citations", summary="general guidance: cites no record resource"))
         return {"answer": text, "citations": kept, "status": "answered", "trace": trace}
 
 

@@ -17,12 +17,15 @@ from clinicflow.agents.ehr_qa import (
     FinalAnswer,
     answerer_messages,
     bind_role,
+    citation_kind,
     citations_in,
     extractor_messages,
     invalid_reply_message,
+    is_record_citation,
     is_refusal,
     normalize_citation,
     planner_messages,
+    strip_citations,
 )
 from tests.fakes import ScriptedChatModel, calls, tool_call
 
@@ -88,6 +91,14 @@ def test_invalid_reply_message_names_the_error_and_the_tools() -> None:
         ("Observation/", None),
         ("Observation/a b", None),
         ("see Observation/abc", None),
+        (
+            "[guideline: Diabetes targets § Glycemic targets]",
+            "guideline: Diabetes targets § Glycemic targets",
+        ),
+        ("Guideline:Diabetes  targets §  Glycemic targets", "guideline: Diabetes targets § Glycemic targets"),
+        ("[image: /imaging/cxr 1.png]", "image: /imaging/cxr 1.png"),
+        ("[guideline: ]", None),
+        ("guidelines: T § S", None),
     ],
 )
 def test_normalize_citation(value: str, expected: str | None) -> None:
@@ -97,6 +108,42 @@ def test_normalize_citation(value: str, expected: str | None) -> None:
 def test_citations_in_finds_bracketed_citations_once_in_order() -> None:
     text = "7.9 % [Observation/b] then [Condition/a], again [Observation/b]; not Observation/c"
     assert citations_in(text) == ["Observation/b", "Condition/a"]
+
+
+def test_citations_in_finds_guideline_and_image_citations_normalized() -> None:
+    text = (
+        "[guideline: Diabetes § Glycemic targets, p. 3] (ADA, 2024) goal below 7% "
+        "2021-03-04 Chest X-ray similarity 0.312 [image: /x/cxr.png] [Media/1] "
+        "[Guideline:  Diabetes § Glycemic targets, p. 3] [4548-4]"
+    )
+    found = citations_in(text)
+    assert found == ["guideline: Diabetes § Glycemic targets, p. 3", "image: /x/cxr.png", "Media/1"]
+    assert [citation_kind(c) for c in found] == ["guideline", "image", "record"]
+    assert [is_record_citation(c) for c in found] == [False, False, True]
+
+
+def test_bracketed_units_in_code_displays_are_not_citations() -> None:
+    line = "2023-04-02 Glucose [Mass/volume] in Blood 5.4 mmol/L [Observation/g1]"
+    assert citations_in(line) == ["Observation/g1"]
+    assert normalize_citation("[Mass/volume]") is None and not is_record_citation("Mass/volume")
+    assert strip_citations(line) == "2023-04-02 Glucose [Mass/volume] in Blood 5.4 mmol/L"
+
+
+def test_strip_citations_keeps_only_the_given_ones() -> None:
+    text = "7.9 % [Observation/a] [Observation/x_y] above goal [guideline:  D § T] [image: /p.png]"
+    assert strip_citations(text) == "7.9 % above goal"
+    assert strip_citations(text, keep={"guideline: D § T", "Observation/a"}) == (
+        "7.9 % [Observation/a] above goal [guideline:  D § T]"
+    )
+
+
+def test_answer_contract_and_prompt_state_the_record_rule() -> None:
+    answer = FinalAnswer.model_validate({"answer": "x", "citations": []})
+    assert answer.about_record is True, "an answer is about the record unless the model says otherwise"
+    prompt = ANSWERER.system_prompt
+    assert "must cite a record fact" in prompt and "about_record to false" in prompt
+    assert "[guideline: ...]" in EXTRACTOR.system_prompt
+    assert "search_guidelines" in PLANNER.system_prompt and "search_images" in PLANNER.system_prompt
 
 
 @pytest.mark.parametrize(
