@@ -41,6 +41,8 @@ from clinicflow.tools.images import ImageIndex, ImageToolError
 __all__ = ["DEMO_QUESTION", "ask", "demo"]
 
 DEMO_QUESTION = "What was the patient's most recent blood pressure?"
+# The CPU default is slow and not instruction tuned: the demo bounds its run to keep it short.
+DEMO_LIMITS = {"max_steps": 2, "max_new_tokens": 96}
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -236,6 +238,9 @@ def ask(
 
 
 async def _demo(settings: Settings, model: str | None, model_url: str | None) -> EhrQaResult:
+    if not (model or model_url or settings.model or settings.model_url):
+        settings = settings.model_copy(update=DEMO_LIMITS)
+        typer.echo(f"CPU default model (Gemma 3 270M, a base model): run bounded to {DEMO_LIMITS}.")
     cohort = await asyncio.to_thread(ensure_demo_cohort, settings.cache_dir)
     patient = demo_patient_ids(cohort)[-1]
     typer.echo("Starting the embedded FHIR server with the demo cohort ...")

@@ -10,14 +10,33 @@ from clinicflow.graphs.ehr_qa import (
     resume_ehr_qa,
     run_ehr_qa,
 )
+from clinicflow.graphs.ehr_task import (
+    EhrTaskError,
+    EhrTaskInputError,
+    EhrTaskResult,
+    EhrTaskRunError,
+    build_ehr_task_graph,
+    resume_ehr_task,
+    run_ehr_task,
+)
+from clinicflow.graphs.encounter import build_encounter_graph, run_encounter
 
 __all__ = [
     "EhrQaError",
     "EhrQaInputError",
     "EhrQaResult",
     "EhrQaRunError",
+    "EhrTaskError",
+    "EhrTaskInputError",
+    "EhrTaskResult",
+    "EhrTaskRunError",
     "build_ehr_qa_graph",
+    "build_ehr_task_graph",
+    "build_encounter_graph",
     "open_checkpointer",
     "resume_ehr_qa",
+    "resume_ehr_task",
     "run_ehr_qa",
+    "run_ehr_task",
+    "run_encounter",
 ]

@@ -1,0 +1,148 @@
+"""MedAgentBench report: success rate overall, for query and action tasks and per task type, each with a
+Wilson 95% interval, the invalid-action rate, a plot, as Markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clinicflow.evals.medagentbench.tasks import ACTION_TYPES, QUERY_TYPES, TASK_TYPE_NAMES
+
+__all__ = ["PUBLISHED", "build_report", "render_markdown", "wilson_interval", "write_report"]
+
+PUBLISHED: dict[str, float] = {
+    "Claude 3.5 Sonnet v2": 69.7,
+    "GPT-4o": 64.0,
+    "DeepSeek-V3": 62.7,
+    "Gemini 1.5 Pro": 62.0,
+    "GPT-4o-mini": 56.3,
+    "Llama 3.3 70B": 46.3,
+    "Gemma 2 27B": 19.3,
+}
+"""Published MedAgentBench v2 overall success rates (%), on the benchmark's own 300 tasks and server."""
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _rate(records: Sequence[Mapping[str, Any]], key: str = "correct") -> dict[str, Any]:
+    n = len(records)
+    k = sum(1 for r in records if r[key])
+    low, high = wilson_interval(k, n)
+    return {"n": n, "k": k, "rate": k / n if n else None, "ci95": [low, high] if n else None}
+
+
+def build_report(records: Sequence[Mapping[str, Any]], *, run: Mapping[str, Any]) -> dict[str, Any]:
+    """Summarise per-task records (`task_type`, `correct`, `status`, ...) into the report dict."""
+    rows = [dict(r) for r in records]
+    for row in rows:
+        row["invalid"] = row.get("status") == "invalid_action"
+    by_type = {
+        str(t): {"name": TASK_TYPE_NAMES[t], **_rate([r for r in rows if r["task_type"] == t])}
+        for t in sorted(TASK_TYPE_NAMES)
+        if any(r["task_type"] == t for r in rows)
+    }
+    return {
+        "run": dict(run),
+        "overall": _rate(rows),
+        "query": _rate([r for r in rows if r["task_type"] in QUERY_TYPES]),
+        "action": _rate([r for r in rows if r["task_type"] in ACTION_TYPES]),
+        "by_type": by_type,
+        "invalid_action": _rate(rows, "invalid"),
+        "statuses": dict(Counter(r.get("status", "?") for r in rows)),
+        "published_v2_overall": PUBLISHED,
+        "tasks": [
+            {
+                k: r.get(k)
+                for k in ("task_id", "task_type", "correct", "status", "reason", "posts", "rounds", "seconds")
+            }
+            for r in rows
+        ],
+    }
+
+
+def _pct(block: Mapping[str, Any]) -> str:
+    if not block.get("n"):
+        return "n/a"
+    low, high = block["ci95"]
+    return f"{100 * block['rate']:.1f}% ({block['k']}/{block['n']}; 95% CI {100 * low:.1f}-{100 * high:.1f})"
+
+
+def render_markdown(report: Mapping[str, Any], plot_name: str | None = None) -> str:
+    """The report as Markdown: summary table, per-type table, failures, published numbers."""
+    run = report["run"]
+    lines = [
+        "# MedAgentBench report",
+        "",
+        f"- agent: `{run.get('agent')}`" + (f", model `{run['model']}`" if run.get("model") else ""),
+        f"- tasks: `{run.get('tasks')}`; FHIR server: `{run.get('fhir_url')}`",
+        f"- max rounds: {run.get('max_rounds')}; write approval: {run.get('approval_policy')}",
+        f"- finished: {run.get('finished')}",
+        "",
+        "| | success |",
+        "|---|---|",
+        f"| overall | {_pct(report['overall'])} |",
+        f"| query tasks (1, 2, 4, 6, 7) | {_pct(report['query'])} |",
+        f"| action tasks (3, 5, 8, 9, 10) | {_pct(report['action'])} |",
+        f"| invalid-action rate | {_pct(report['invalid_action'])} |",
+        "",
+        "| type | task | success |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t} | {b['name']} | {_pct(b)} |" for t, b in report["by_type"].items()]
+    if plot_name:
+        lines += ["", f"![success by task type]({plot_name})"]
+    failed = [t for t in report["tasks"] if not t["correct"]]
+    if failed:
+        lines += ["", "## Failed tasks", "", "| task | status | reason |", "|---|---|---|"]
+        lines += [
+            f"| {t['task_id']} | {t['status']} | {str(t['reason']).replace('|', '/')} |" for t in failed
+        ]
+    lines += ["", "## Published v2 overall success (benchmark server, 300 tasks)", ""]
+    lines += [f"- {name}: {value}%" for name, value in report["published_v2_overall"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["all", "query", "action", *[f"T{t}" for t in report["by_type"]]]
+    blocks = [report["overall"], report["query"], report["action"], *report["by_type"].values()]
+    rates = [100 * (b["rate"] or 0.0) for b in blocks]
+    low = [max(0.0, 100 * ((b["rate"] or 0.0) - (b["ci95"] or [0, 0])[0])) for b in blocks]
+    high = [max(0.0, 100 * ((b["ci95"] or [0, 0])[1] - (b["rate"] or 0.0))) for b in blocks]
+    colors = ["#4c72b0"] * 3 + ["#8fb0d9"] * (len(blocks) - 3)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(labels, rates, yerr=[low, high], capsize=3, color=colors)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%), 95% Wilson CI")
+    ax.set_title(f"MedAgentBench: {report['run'].get('agent')} ({report['overall']['n']} tasks)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: Mapping[str, Any], out_dir: Path | str) -> dict[str, Path]:
+    """Write report.json, report.md and success_by_type.png into `out_dir`; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "plot": out / "success_by_type.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=str))
+    _plot(report, paths["plot"])
+    paths["markdown"].write_text(render_markdown(report, paths["plot"].name))
+    return paths

@@ -1,0 +1,569 @@
+"""Nodes of the EHR task graph: agent, tools, approve, write.
+
+The model, the read tools and the writer are bound once when `EhrTaskNodes` is built. `tools` runs read
+calls and turns write calls into prepared writes (nothing is sent); `approve` stops the graph with an
+interrupt holding the exact resource (or applies an explicit auto-approve policy); `write` executes one
+approved write. Every model call, tool call, decision and write is timed into the trace.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.errors import GraphBubbleUp
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
+from langgraph.types import Command, interrupt
+from pydantic import ValidationError
+
+from clinicflow.agents.ehr_task import (
+    FINISH_TASK_TOOL,
+    TaskAnswer,
+    finish_task_tool,
+    invalid_task_reply,
+    render_task_reply,
+    task_messages,
+)
+from clinicflow.graphs.ehr_task.state import State, TraceRecord, WriteRecord, WriteStatus
+from clinicflow.tools.write_tools import (
+    ApprovalPolicy,
+    Edit,
+    FhirWriter,
+    PreparedWrite,
+    Reject,
+    WriteArgumentsError,
+    WriteOutcome,
+    approval_request,
+    finalize_resource,
+    make_write_tools,
+    parse_decision,
+    prepare_write,
+)
+
+__all__ = ["EhrTaskNodes"]
+
+_TIMING_KEY = "clinicflow_timing"
+AUTO_APPROVER = "policy:auto_approve"
+REVIEWER = "reviewer"
+
+ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _event(
+    kind: str,
+    name: str,
+    *,
+    args: dict[str, Any] | None = None,
+    summary: str = "",
+    started: str | None = None,
+    duration_ms: float = 0.0,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+    error: str | None = None,
+) -> TraceRecord:
+    return TraceRecord(
+        kind=kind,  # type: ignore[typeddict-item]
+        name=name,
+        args=args or {},
+        summary=summary,
+        started=started or _now(),
+        duration_ms=round(duration_ms, 2),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        error=error,
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _record(
+    call_id: str,
+    tool: str,
+    status: WriteStatus,
+    *,
+    write: PreparedWrite | None = None,
+    reference: str | None = None,
+    decided_by: str | None = None,
+    reason: str | None = None,
+    errors: Sequence[str] = (),
+) -> WriteRecord:
+    return WriteRecord(
+        tool_call_id=call_id,
+        tool=tool,
+        resource_type=write.resource_type if write else None,
+        identifier=f"{write.identifier_system}|{write.identifier_value}" if write else None,
+        status=status,
+        reference=reference,
+        decided_by=decided_by,
+        reason=reason,
+        errors=list(errors),
+        resource=dict(write.resource) if write else None,
+        at=_now(),
+    )
+
+
+def _invalid_reason(reply: AIMessage) -> str:
+    if reply.invalid_tool_calls:
+        return "; ".join(
+            f"{c.get('name') or '?'}: {c.get('error') or 'unparseable arguments'}"
+            for c in reply.invalid_tool_calls
+        )
+    return "the reply held no tool call"
+
+
+def _hidden_args(tool: BaseTool) -> set[str]:
+    fields: dict[str, Any] = getattr(tool.get_input_schema(), "model_fields", {})
+    return set(fields) - set(tool.args)
+
+
+async def _guarded_tool_call(request: ToolCallRequest, execute: ToolExecutor) -> ToolMessage | Command:
+    """Run one read tool call; time it and turn any failure into an error message the model can read."""
+    call = request.tool_call
+    started = _now()
+    t0 = time.perf_counter()
+    result: ToolMessage | Command
+    error_kind: str | None = None
+    try:
+        result = await execute(request)
+        if isinstance(result, ToolMessage) and result.status == "error":
+            error_kind = "tool error"
+    except GraphBubbleUp:
+        raise
+    except ToolInvocationError as exc:
+        error_kind = "bad arguments"
+        problems = (
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.filtered_errors)
+            if exc.filtered_errors is not None
+            else str(exc.source)
+        )
+        result = ToolMessage(
+            f"Bad arguments for tool {call['name']}: {problems}\nFix the arguments and call it again.",
+            name=call["name"],
+            tool_call_id=call["id"] or "",
+            status="error",
+        )
+    except Exception as exc:
+        error_kind = "tool failed"
+        result = ToolMessage(
+            f"Tool {call['name']} failed: {type(exc).__name__}: {exc}",
+            name=call["name"],
+            tool_call_id=call["id"] or "",
+            status="error",
+        )
+    if isinstance(result, ToolMessage):
+        result.response_metadata[_TIMING_KEY] = {
+            "started": started,
+            "duration_ms": (time.perf_counter() - t0) * 1000,
+            "error_kind": error_kind,
+        }
+    return result
+
+
+def _outcome_text(write: PreparedWrite, outcome: WriteOutcome, decided_by: str) -> str:
+    if outcome.status == "created":
+        return f"Created {outcome.reference} (approved by {decided_by}). [{outcome.reference}]"
+    if outcome.status == "existing":
+        return (
+            f"{outcome.reference} already holds this write (same identifier); nothing new was created. "
+            f"[{outcome.reference}]"
+        )
+    listed = "; ".join(outcome.errors) or "unknown error"
+    if outcome.status == "invalid":
+        return (
+            f"Write not done: invalid FHIR R4 {write.resource_type}: {listed}\n"
+            "Nothing was written. Fix the resource and call the tool again."
+        )
+    return f"Write failed: FHIR server error: {listed}\nNothing is known to be written."
+
+
+class EhrTaskNodes:
+    """The graph's nodes, holding the bound model, the read tool node and the writer, built once per graph."""
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        read_tools: Sequence[BaseTool],
+        writer: FhirWriter,
+        *,
+        write_tools: Sequence[BaseTool] | None = None,
+        approval: ApprovalPolicy = "require",
+        max_steps: int = 8,
+        max_retries: int = 2,
+    ) -> None:
+        writes = list(write_tools) if write_tools is not None else make_write_tools()
+        finish = finish_task_tool()
+        tools = [*read_tools, *writes, finish]
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique (and not {FINISH_TASK_TOOL!r}): {names}")
+        if approval not in ("require", "auto_approve"):
+            raise ValueError(f"approval must be 'require' or 'auto_approve', got {approval!r}")
+        self.writer = writer
+        self.approval: ApprovalPolicy = approval
+        self.max_steps = max_steps
+        self.max_retries = max_retries
+        self.read_names = {t.name for t in read_tools}
+        self.write_names = {t.name for t in writes}
+        self.tool_names = names
+        self._hidden = {t.name: _hidden_args(t) for t in read_tools}
+        self._bound = model.bind_tools(tools, tool_choice="any")
+        self.tool_node = (
+            ToolNode(
+                list(read_tools), name="tools", handle_tool_errors=False, awrap_tool_call=_guarded_tool_call
+            )
+            if read_tools
+            else None
+        )
+
+    # -- agent -------------------------------------------------------------------------------------
+
+    async def agent(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Ask the model for its next tool calls; retry an invalid reply a bounded number of times."""
+        run_id = state.get("run_id") or config.get("configurable", {}).get("thread_id") or uuid.uuid4().hex
+        prompt = task_messages(
+            state["instruction"],
+            context=state.get("context") or "",
+            now=state.get("now"),
+            patient_label=state.get("patient_label") or _patient_label(state.get("patient_id")),
+            history=state.get("messages", []),
+        )
+        started = _now()
+        t0 = time.perf_counter()
+        raw: BaseMessage = await self._bound.ainvoke(prompt, config)
+        elapsed = (time.perf_counter() - t0) * 1000
+        reply = raw if isinstance(raw, AIMessage) else AIMessage(content=raw.content)
+        usage = reply.usage_metadata
+        steps = state.get("steps", 0) + 1
+        event = _event(
+            "model",
+            "task_agent",
+            args={"messages": len(prompt)},
+            summary=_short(render_task_reply(reply)),
+            started=started,
+            duration_ms=elapsed,
+            tokens_in=usage["input_tokens"] if usage else None,
+            tokens_out=usage["output_tokens"] if usage else None,
+        )
+        update: dict[str, Any] = {
+            "steps": steps,
+            "trace": [event],
+            "run_id": run_id,
+            "approval_policy": self.approval,
+        }
+        if reply.tool_calls:
+            if reply.invalid_tool_calls:
+                event["error"] = f"ignored invalid calls: {_invalid_reason(reply)}"
+            reply, stripped = self._strip_hidden_args(reply)
+            if stripped:
+                event["args"]["ignored_args"] = stripped
+            return update | {"messages": [reply], "invalid_streak": 0}
+        reason = _invalid_reason(reply)
+        event["error"] = f"invalid tool call: {reason}"
+        streak = state.get("invalid_streak", 0) + 1
+        update |= {
+            "messages": [
+                AIMessage(content=render_task_reply(reply)),
+                invalid_task_reply(reason, self.tool_names),
+            ],
+            "invalid_streak": streak,
+        }
+        if streak > self.max_retries:
+            failure = f"the agent gave up after {streak} invalid replies in a row; last: {reason}"
+            update |= {"errors": [failure], "status": "failed", "finished": True}
+        elif steps >= self.max_steps:
+            update |= {
+                "errors": [f"step limit {self.max_steps} reached"],
+                "status": "step_limit",
+                "finished": True,
+            }
+        return update
+
+    def _strip_hidden_args(self, reply: AIMessage) -> tuple[AIMessage, list[str]]:
+        """Drop arguments the model may not set (the patient id among them) from its read tool calls."""
+        stripped: list[str] = []
+        cleaned: list[ToolCall] = []
+        for call in reply.tool_calls:
+            hidden = self._hidden.get(call["name"], set())
+            stripped += [f"{call['name']}.{k}" for k in call["args"] if k in hidden]
+            cleaned.append({**call, "args": {k: v for k, v in call["args"].items() if k not in hidden}})
+        if not stripped:
+            return reply, []
+        return reply.model_copy(update={"tool_calls": cleaned}), stripped
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    async def tools(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Run read calls, prepare write calls for approval (nothing is sent), and record a finish."""
+        last = state["messages"][-1]
+        calls = list(last.tool_calls) if isinstance(last, AIMessage) else []
+        reads = [c for c in calls if c["name"] in self.read_names]
+        messages: list[ToolMessage] = []
+        trace: list[TraceRecord] = []
+        errors: list[str] = []
+        records: list[WriteRecord] = []
+        pending = list(state.get("pending_writes") or [])
+        update: dict[str, Any] = {}
+
+        if reads and self.tool_node is not None:
+            view = {**state, "messages": [*state["messages"][:-1], AIMessage(content="", tool_calls=reads)]}
+            output = await self.tool_node.ainvoke(view, config)
+            args_by_id = {c["id"]: c["args"] for c in reads}
+            for raw in output["messages"]:
+                meta = dict(raw.response_metadata)
+                timing = meta.pop(_TIMING_KEY, {})
+                message = raw.model_copy(update={"response_metadata": meta})
+                messages.append(message)
+                error = (
+                    f"{timing.get('error_kind')}: {_short(message.text)}"
+                    if timing.get("error_kind")
+                    else None
+                )
+                if timing.get("error_kind") == "tool failed":
+                    errors.append(f"{message.name} failed: {_short(message.text)}")
+                trace.append(
+                    _event(
+                        "tool",
+                        message.name or "?",
+                        args=dict(args_by_id.get(message.tool_call_id) or {}),
+                        summary="" if error else f"{len(message.text.splitlines())} lines",
+                        started=timing.get("started"),
+                        duration_ms=timing.get("duration_ms", 0.0),
+                        error=error,
+                    )
+                )
+
+        run_id = state.get("run_id") or "run"
+        for call in calls:
+            name, call_id = call["name"], call["id"] or ""
+            if name in self.read_names:
+                continue
+            if name in self.write_names:
+                try:
+                    write = prepare_write(
+                        name,
+                        call["args"],
+                        patient_id=state.get("patient_id"),
+                        run_id=run_id,
+                        step=state.get("steps", 0),
+                        tool_call_id=call_id,
+                        now=state.get("now"),
+                    )
+                except WriteArgumentsError as exc:
+                    text = f"Bad arguments for tool {name}: {exc.detail}\nNothing was written; fix and retry."
+                    messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
+                    records.append(_record(call_id, name, "bad_arguments", errors=[exc.detail]))
+                    trace.append(
+                        _event("write", name, args=dict(call["args"]), error=f"bad arguments: {exc.detail}")
+                    )
+                    continue
+                pending.append(write.model_dump(mode="json"))
+                trace.append(
+                    _event(
+                        "write",
+                        name,
+                        args=dict(call["args"]),
+                        summary=f"proposed {write.resource_type} for Patient/{write.patient_id}",
+                    )
+                )
+                for note in write.notes:
+                    trace.append(_event("check", "patient_scope", summary=note))
+            elif name == FINISH_TASK_TOOL:
+                try:
+                    answer = TaskAnswer.model_validate(call["args"])
+                except ValidationError as exc:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    text = f"Bad arguments for tool {name}: {problems}\nFix the arguments and call it again."
+                    messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
+                    continue
+                messages.append(ToolMessage("Task finished.", name=name, tool_call_id=call_id))
+                trace.append(
+                    _event("tool", name, args=dict(call["args"]), summary=f"answers {answer.answers}")
+                )
+                update |= {
+                    "answers": list(answer.answers),
+                    "summary": answer.summary,
+                    "status": "finished",
+                    "finished": True,
+                }
+            else:
+                text = f"Unknown tool {name}. Call one of: {', '.join(self.tool_names)}."
+                messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
+                trace.append(_event("tool", name, error="unknown tool"))
+
+        if not update.get("finished") and state.get("steps", 0) >= self.max_steps:
+            update |= {
+                "status": "step_limit",
+                "finished": True,
+                "errors": [f"step limit {self.max_steps} reached"],
+            }
+        return update | {
+            "messages": messages,
+            "trace": trace,
+            "errors": [*errors, *update.get("errors", [])],
+            "writes": records,
+            "pending_writes": pending,
+        }
+
+    # -- approve -----------------------------------------------------------------------------------
+
+    async def approve(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Decide the first pending write: interrupt for a reviewer, or apply the explicit auto-approve."""
+        pending = list(state.get("pending_writes") or [])
+        write = PreparedWrite.model_validate(pending[0])
+        rest = pending[1:]
+        started = _now()
+        if self.approval == "auto_approve":
+            decision: Any = parse_decision("approve")
+            decided_by = AUTO_APPROVER
+        else:
+            error: str | None = None
+            while True:
+                raw = interrupt(approval_request(write, error=error))
+                try:
+                    decision = parse_decision(raw)
+                    break
+                except ValueError as exc:
+                    error = str(exc)
+            decided_by = REVIEWER
+        event = _event(
+            "approval",
+            write.tool,
+            args={"tool_call_id": write.tool_call_id, "resource_type": write.resource_type},
+            summary=f"{decision.action} by {decided_by}",
+            started=started,
+        )
+        if isinstance(decision, Reject):
+            text = f"Write rejected by the reviewer: {decision.reason}\nNothing was written."
+            return {
+                "pending_writes": rest,
+                "approved": None,
+                "messages": [
+                    ToolMessage(text, name=write.tool, tool_call_id=write.tool_call_id, status="error")
+                ],
+                "writes": [
+                    _record(
+                        write.tool_call_id,
+                        write.tool,
+                        "rejected",
+                        write=write,
+                        decided_by=decided_by,
+                        reason=decision.reason,
+                    )
+                ],
+                "trace": [event],
+            }
+        if isinstance(decision, Edit):
+            edited = self._edited(write, decision.resource, state)
+            if isinstance(edited, str):
+                text = f"Write not done: the reviewer's edit is invalid: {edited}\nNothing was written."
+                event["error"] = edited
+                return {
+                    "pending_writes": rest,
+                    "approved": None,
+                    "messages": [
+                        ToolMessage(text, name=write.tool, tool_call_id=write.tool_call_id, status="error")
+                    ],
+                    "writes": [
+                        _record(
+                            write.tool_call_id,
+                            write.tool,
+                            "invalid",
+                            write=write,
+                            decided_by=decided_by,
+                            errors=[edited],
+                        )
+                    ],
+                    "trace": [event],
+                }
+            write = edited
+        return {
+            "pending_writes": rest,
+            "approved": {"write": write.model_dump(mode="json"), "decided_by": decided_by},
+            "trace": [event],
+        }
+
+    def _edited(self, write: PreparedWrite, resource: dict[str, Any], state: State) -> PreparedWrite | str:
+        """The reviewer's replacement, scoped to the same patient; validation is left to the write itself."""
+        if resource.get("resourceType") != write.resource_type:
+            changed = resource.get("resourceType")
+            return f"the edit changes resourceType from {write.resource_type} to {changed!r}"
+        try:
+            final, value, digest, notes = finalize_resource(
+                resource, patient_id=write.patient_id, run_id=write.run_id, step=write.step, validate=False
+            )
+        except WriteArgumentsError as exc:
+            return exc.detail
+        return write.model_copy(
+            update={
+                "resource": final,
+                "identifier_value": value,
+                "content_hash": digest,
+                "notes": [*write.notes, "edited by the reviewer", *notes],
+            }
+        )
+
+    # -- write -------------------------------------------------------------------------------------
+
+    async def write(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Execute the one approved write (conditional create); report the outcome to the agent."""
+        approved = state.get("approved") or {}
+        write = PreparedWrite.model_validate(approved["write"])
+        decided_by = str(approved.get("decided_by") or REVIEWER)
+        started = _now()
+        t0 = time.perf_counter()
+        outcome = await self.writer.execute(write)
+        elapsed = (time.perf_counter() - t0) * 1000
+        text = _outcome_text(write, outcome, decided_by)
+        message = ToolMessage(
+            text,
+            name=write.tool,
+            tool_call_id=write.tool_call_id,
+            status="success" if outcome.written else "error",
+        )
+        event = _event(
+            "write",
+            write.tool,
+            args={"identifier": write.if_none_exist},
+            summary=f"{outcome.status} {outcome.reference or write.resource_type}",
+            started=started,
+            duration_ms=elapsed,
+            error="; ".join(outcome.errors) or None,
+        )
+        update: dict[str, Any] = {
+            "approved": None,
+            "messages": [message],
+            "trace": [event],
+            "writes": [
+                _record(
+                    write.tool_call_id,
+                    write.tool,
+                    outcome.status,
+                    write=write,
+                    reference=outcome.reference,
+                    decided_by=decided_by,
+                    errors=outcome.errors,
+                )
+            ],
+        }
+        if outcome.status == "failed":
+            update["errors"] = [f"{write.tool} failed: {'; '.join(outcome.errors)}"]
+        return update
+
+
+def _patient_label(patient_id: str | None) -> str | None:
+    return f"Patient/{patient_id}" if patient_id else None

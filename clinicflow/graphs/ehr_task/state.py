@@ -1,0 +1,96 @@
+"""State of the EHR task graph: what callers send, what the graph keeps, what it returns.
+
+Values are plain dicts, lists and messages so that every checkpointer can store them.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, Required, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+__all__ = [
+    "InputState",
+    "OutputState",
+    "State",
+    "Status",
+    "TraceRecord",
+    "WriteRecord",
+    "WriteStatus",
+]
+
+Status = Literal["finished", "failed", "step_limit"]
+WriteStatus = Literal["created", "existing", "invalid", "failed", "rejected", "bad_arguments"]
+
+
+class TraceRecord(TypedDict):
+    """One model call, tool call, approval, write or safety check, timed."""
+
+    kind: Literal["model", "tool", "check", "approval", "write"]
+    name: str
+    args: dict[str, Any]
+    summary: str
+    started: str
+    duration_ms: float
+    tokens_in: int | None
+    tokens_out: int | None
+    error: str | None
+
+
+class WriteRecord(TypedDict):
+    """The audit line of one write tool call: what was asked, who decided, what reached the server."""
+
+    tool_call_id: str
+    tool: str
+    resource_type: str | None
+    identifier: str | None
+    status: WriteStatus
+    reference: str | None
+    decided_by: str | None
+    reason: str | None
+    errors: list[str]
+    resource: dict[str, Any] | None
+    at: str
+
+
+class InputState(TypedDict, total=False):
+    """What a caller sends: the instruction, its context, the current time and the patient in context."""
+
+    instruction: Required[str]
+    context: str
+    now: str | None
+    patient_id: str | None
+    patient_label: str | None
+
+
+class OutputState(TypedDict, total=False):
+    """What a run returns."""
+
+    instruction: Required[str]
+    patient_id: str | None
+    now: str | None
+    run_id: str
+    approval_policy: str
+    answers: list[Any]
+    summary: str
+    status: Status
+    writes: Annotated[list[WriteRecord], operator.add]
+    trace: Annotated[list[TraceRecord], operator.add]
+    errors: Annotated[list[str], operator.add]
+    steps: int
+
+
+class State(InputState, OutputState, total=False):
+    """Everything the graph keeps between nodes.
+
+    `pending_writes` are prepared writes awaiting a decision, in call order; `approved` is the one write
+    approved and not yet executed (with who approved it), so a resumed run executes it without asking again.
+    """
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    pending_writes: list[dict[str, Any]]
+    approved: dict[str, Any] | None
+    invalid_streak: int
+    finished: bool
