@@ -6,6 +6,7 @@ import typer
 
 from clinicflow.cli.ask import ask, demo
 from clinicflow.cli.eval_agentclinic import agentclinic
+from clinicflow.cli.eval_ehrqa import ehrqa
 from clinicflow.cli.eval_medagentbench import medagentbench
 from clinicflow.cli.fhir import fhir_app
 from clinicflow.cli.guidelines import guidelines_app
@@ -24,5 +25,6 @@ app.add_typer(images_app, name="images")
 
 eval_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Benchmark harnesses.")
 eval_app.command("agentclinic")(agentclinic)
+eval_app.command("ehrqa")(ehrqa)
 eval_app.command("medagentbench")(medagentbench)
 app.add_typer(eval_app, name="eval")

@@ -1,0 +1,494 @@
+"""Typed facts read from one patient record: conditions, prescriptions, immunizations, measurements.
+
+This is the answer key's only view of the data, written independently of the agent and its tools.
+Anything doubtful makes its code "tainted" (no question asks about it and no distractor uses it): a
+resource entered in error, a refuted or unconfirmed condition, a prescription on hold, a dose not given.
+Dates are whole days (`YYYY-MM-DD`, the date part as written); partial or missing dates leave a fact
+undated, and questions that need the dates of a set skip any set with an undated member.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clinicflow.evals.ehrqa.records import PatientRecord
+
+__all__ = [
+    "CVX",
+    "LOINC",
+    "RXNORM",
+    "SNOMED",
+    "Concept",
+    "ConditionFact",
+    "ImmunizationFact",
+    "Measurement",
+    "MedicationFact",
+    "PatientFacts",
+    "core_name",
+    "distinct",
+    "extract_facts",
+    "name_tokens",
+    "norm_text",
+    "parse_day",
+    "person_name",
+]
+
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+LOINC = "http://loinc.org"
+CVX = "http://hl7.org/fhir/sid/cvx"
+
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
+_TAG = re.compile(
+    r"\s*\((disorder|finding|situation|morphologic abnormality|procedure|observable entity|qualifier value|"
+    r"event|body structure|regime/therapy|substance|person|environment|clinical drug|product)\)\s*$",
+    re.IGNORECASE,
+)
+_TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "md", "do", "phd", "rn", "np", "pa", "prof"})
+_ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+_RESOLVED_CLINICAL = frozenset({"inactive", "remission", "resolved"})
+_DOUBTFUL_VERIFICATION = frozenset(
+    {"refuted", "entered-in-error", "unconfirmed", "provisional", "differential"}
+)
+_PRESCRIBED = frozenset({"active", "stopped", "completed"})
+_OBS_OK = frozenset({"final", "amended", "corrected", "preliminary", "registered"})
+
+
+def parse_day(value: Any) -> dt.date | None:
+    """The calendar day of a FHIR date/dateTime with at least day precision, else None."""
+    if not isinstance(value, str):
+        return None
+    match = _DAY.match(value)
+    if not match:
+        return None
+    try:
+        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return None
+
+
+def norm_text(text: str) -> str:
+    """Case-folded words joined by single spaces, punctuation dropped."""
+    return " ".join(re.findall(r"[^\W_]+", text.casefold()))
+
+
+def core_name(display: str) -> str:
+    """A display without its SNOMED semantic tag: 'Viral sinusitis (disorder)' -> 'Viral sinusitis'."""
+    return _TAG.sub("", display).strip()
+
+
+def name_tokens(name: str) -> list[str]:
+    """Letters-only lower-case tokens of a person's name without titles ('Dr. Ann12 Lee' -> ann, lee)."""
+    words = [re.sub(r"[^a-z]", "", w) for w in re.split(r"[\s.,]+", name.casefold())]
+    return [w for w in words if w and w not in _TITLES]
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One coded concept: the coding questions use, and its display (None when the source gives none)."""
+
+    system: str
+    code: str
+    display: str | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.system, self.code)
+
+    @property
+    def name(self) -> str:
+        """The display without its semantic tag ('' when there is no display)."""
+        return core_name(self.display) if self.display else ""
+
+
+def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if not isinstance(concept, Mapping):
+        return []
+    return [c for c in concept.get("coding") or [] if isinstance(c, Mapping) and c.get("code")]
+
+
+def _concept(concept: Any, preferred: Sequence[str]) -> Concept | None:
+    codings = _codings(concept)
+    if not codings:
+        return None
+    chosen = next((c for system in preferred for c in codings if c.get("system") == system), codings[0])
+    display = chosen.get("display") or (concept.get("text") if isinstance(concept, Mapping) else None)
+    display = str(display).strip() if display else None
+    return Concept(str(chosen.get("system") or ""), str(chosen["code"]), display or None)
+
+
+def _all_codes(concept: Any) -> set[str]:
+    return {str(c["code"]) for c in _codings(concept)}
+
+
+def _all_names(concept: Any) -> set[str]:
+    names = {norm_text(core_name(str(c["display"]))) for c in _codings(concept) if c.get("display")}
+    if isinstance(concept, Mapping) and concept.get("text"):
+        names.add(norm_text(core_name(str(concept["text"]))))
+    return {n for n in names if n}
+
+
+def _status_code(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    codes = _codings(value)
+    return str(codes[0]["code"]) if codes else None
+
+
+def person_name(resource: Mapping[str, Any] | None) -> str | None:
+    """'Dr. Given Family' of a Practitioner (official name first), or None."""
+    if not isinstance(resource, Mapping):
+        return None
+    names = [n for n in resource.get("name") or [] if isinstance(n, Mapping)]
+    if not names:
+        return None
+    chosen = next((n for n in names if n.get("use") == "official"), names[0])
+    if chosen.get("text"):
+        return str(chosen["text"])
+    parts = [*(chosen.get("prefix") or []), *(chosen.get("given") or []), chosen.get("family") or ""]
+    text = " ".join(str(p) for p in parts if p).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    """A Condition: its concept, every code and name it carries, onset and abatement days, status."""
+
+    ref: str
+    concept: Concept | None
+    codes: frozenset[str]
+    names: frozenset[str]
+    onset: dt.date | None
+    abated: dt.date | None
+    clinical: str | None
+
+
+@dataclass(frozen=True)
+class MedicationFact:
+    """A MedicationRequest: the medication, status, day authored, prescriber and reasons."""
+
+    ref: str
+    concept: Concept | None
+    codes: frozenset[str]
+    names: frozenset[str]
+    by_reference: bool
+    status: str
+    authored: dt.date | None
+    prescriber: str | None
+    prescriber_ref: str | None
+    encounter_ref: str | None
+    reason_refs: tuple[str, ...]
+    reason_concepts: tuple[Concept, ...]
+
+
+@dataclass(frozen=True)
+class ImmunizationFact:
+    """A completed Immunization: vaccine and day given."""
+
+    ref: str
+    concept: Concept | None
+    codes: frozenset[str]
+    names: frozenset[str]
+    day: dt.date | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One observed value: a top-level Observation value or one component of a panel.
+
+    `search_code` is the Observation's own code (what a search by code finds); for a component it is the
+    panel's code. `value` is set for numeric quantities, `coded` for coded values.
+    """
+
+    ref: str
+    concept: Concept
+    search_code: str
+    value: float | None
+    unit: str
+    coded: Concept | None
+    day: dt.date | None
+    from_component: bool
+
+
+@dataclass
+class PatientFacts:
+    """Everything questions about one patient are computed from."""
+
+    record: PatientRecord
+    conditions: list[ConditionFact] = field(default_factory=list)
+    medications: list[MedicationFact] = field(default_factory=list)
+    immunizations: list[ImmunizationFact] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    tainted: dict[str, set[str]] = field(default_factory=dict)
+    codes: dict[str, set[str]] = field(default_factory=dict)
+    names: dict[str, set[str]] = field(default_factory=dict)
+    latest_day: dt.date | None = None
+
+    @property
+    def patient_id(self) -> str:
+        return self.record.patient_id
+
+    def is_tainted(self, family: str, code: str) -> bool:
+        """Whether a code of this family ('condition', 'medication', 'vaccine', 'observation') is doubtful."""
+        return code in self.tainted.get(family, set())
+
+    def mentions(self, family: str, code: str, name: str | None) -> bool:
+        """Whether the record holds this code, or this name, anywhere in the family (any status)."""
+        if code in self.codes.get(family, set()):
+            return True
+        return name is not None and norm_text(core_name(name)) in self.names.get(family, set())
+
+
+_UNITS = {"mm[Hg]": "mmHg", "[lb_av]": "lb", "[in_i]": "in", "[degF]": "°F", "Cel": "°C"}
+
+
+def _unit(quantity: Mapping[str, Any]) -> str:
+    unit = str(quantity.get("unit") or quantity.get("code") or "")
+    unit = _UNITS.get(unit, unit)
+    return "" if unit.startswith("{") and unit.endswith("}") else unit
+
+
+def _number(quantity: Any) -> float | None:
+    if not isinstance(quantity, Mapping) or quantity.get("comparator"):
+        return None
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _ref(resource: Mapping[str, Any]) -> str:
+    return f"{resource['resourceType']}/{resource['id']}"
+
+
+class _Collector:
+    def __init__(self, record: PatientRecord) -> None:
+        self.record = record
+        self.facts = PatientFacts(record)
+        self.days: list[dt.date] = []
+
+    def note(self, family: str, concept: Any) -> None:
+        self.facts.codes.setdefault(family, set()).update(_all_codes(concept))
+        self.facts.names.setdefault(family, set()).update(_all_names(concept))
+
+    def taint(self, family: str, concept: Any) -> None:
+        self.facts.tainted.setdefault(family, set()).update(_all_codes(concept))
+
+    def day(self, value: dt.date | None) -> dt.date | None:
+        if value is not None:
+            self.days.append(value)
+        return value
+
+    def condition(self, r: Mapping[str, Any]) -> None:
+        code = r.get("code")
+        self.note("condition", code)
+        verification = _status_code(r.get("verificationStatus"))
+        clinical = _status_code(r.get("clinicalStatus"))
+        if verification in _DOUBTFUL_VERIFICATION or (
+            clinical is not None and clinical not in _ACTIVE_CLINICAL | _RESOLVED_CLINICAL
+        ):
+            self.taint("condition", code)
+            return
+        onset = parse_day(r.get("onsetDateTime")) or parse_day((r.get("onsetPeriod") or {}).get("start"))
+        abated = parse_day(r.get("abatementDateTime")) or parse_day(
+            (r.get("abatementPeriod") or {}).get("end")
+        )
+        self.facts.conditions.append(
+            ConditionFact(
+                ref=_ref(r),
+                concept=_concept(code, (SNOMED,)),
+                codes=frozenset(_all_codes(code)),
+                names=frozenset(_all_names(code)),
+                onset=self.day(onset),
+                abated=abated,
+                clinical=clinical,
+            )
+        )
+
+    def prescriber(self, r: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        requester = r.get("requester")
+        if isinstance(requester, Mapping):
+            key = requester.get("reference") if isinstance(requester.get("reference"), str) else None
+            if requester.get("display"):
+                return str(requester["display"]), key
+            return self._person(key), key
+        encounter = self.record.resolve(r.get("encounter"))
+        if encounter is None:
+            return None, None
+        participants = [p for p in encounter.get("participant") or [] if isinstance(p, Mapping)]
+        primary = [
+            p
+            for p in participants
+            if any(c.get("code") == "PPRF" for t in p.get("type") or [] for c in _codings(t))
+        ]
+        for participant in primary or participants:
+            key = (participant.get("individual") or {}).get("reference")
+            if isinstance(key, str) and key.split("/")[0] in ("Practitioner", "PractitionerRole"):
+                return self._person(key), key
+        return None, None
+
+    def _person(self, key: str | None) -> str | None:
+        resource = self.record.resolve(key)
+        if resource is None:
+            return None
+        if resource.get("resourceType") == "PractitionerRole":
+            practitioner = resource.get("practitioner") or {}
+            return str(practitioner["display"]) if practitioner.get("display") else None
+        return person_name(resource)
+
+    def medication(self, r: Mapping[str, Any]) -> None:
+        concept_json = r.get("medicationCodeableConcept")
+        by_reference = concept_json is None and isinstance(r.get("medicationReference"), Mapping)
+        if by_reference:
+            medication = self.record.resolve(r.get("medicationReference"))
+            concept_json = (medication or {}).get("code")
+        self.note("medication", concept_json)
+        status = str(r.get("status") or "")
+        if status not in _PRESCRIBED or r.get("intent") not in (None, "order", "original-order", "plan"):
+            self.taint("medication", concept_json)
+            return
+        name, key = self.prescriber(r)
+        reasons = tuple(
+            str(ref["reference"])
+            for ref in r.get("reasonReference") or []
+            if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str)
+        )
+        reason_concepts = tuple(
+            c for c in (_concept(x, (SNOMED,)) for x in r.get("reasonCode") or []) if c is not None
+        )
+        encounter = (r.get("encounter") or {}).get("reference")
+        self.facts.medications.append(
+            MedicationFact(
+                ref=_ref(r),
+                concept=_concept(concept_json, (RXNORM,)),
+                codes=frozenset(_all_codes(concept_json)),
+                names=frozenset(_all_names(concept_json)),
+                by_reference=by_reference,
+                status=status,
+                authored=self.day(parse_day(r.get("authoredOn"))),
+                prescriber=name,
+                prescriber_ref=key,
+                encounter_ref=encounter if isinstance(encounter, str) else None,
+                reason_refs=reasons,
+                reason_concepts=reason_concepts,
+            )
+        )
+
+    def other_medication(self, r: Mapping[str, Any]) -> None:
+        concept = r.get("medicationCodeableConcept")
+        if concept is None:
+            concept = (self.record.resolve(r.get("medicationReference")) or {}).get("code")
+        self.note("medication", concept)
+
+    def immunization(self, r: Mapping[str, Any]) -> None:
+        code = r.get("vaccineCode")
+        self.note("vaccine", code)
+        if r.get("status") != "completed" or r.get("isSubpotent") is True:
+            self.taint("vaccine", code)
+            return
+        self.facts.immunizations.append(
+            ImmunizationFact(
+                ref=_ref(r),
+                concept=_concept(code, (CVX,)),
+                codes=frozenset(_all_codes(code)),
+                names=frozenset(_all_names(code)),
+                day=self.day(parse_day(r.get("occurrenceDateTime"))),
+            )
+        )
+
+    def observation(self, r: Mapping[str, Any]) -> None:
+        code = r.get("code")
+        self.note("observation", code)
+        for comp in r.get("component") or []:
+            if isinstance(comp, Mapping):
+                self.note("observation", comp.get("code"))
+        if r.get("status") not in _OBS_OK:
+            self.taint("observation", code)
+            for comp in r.get("component") or []:
+                if isinstance(comp, Mapping):
+                    self.taint("observation", comp.get("code"))
+            return
+        own = _concept(code, (LOINC,))
+        if own is None:
+            return
+        effective = r.get("effectiveDateTime") or (r.get("effectivePeriod") or {}).get("start")
+        day = self.day(parse_day(effective or r.get("effectiveInstant")))
+        ref = _ref(r)
+        if any(k.startswith("value") for k in r):
+            self._value(ref, own, own.code, r, day, from_component=False)
+        elif r.get("dataAbsentReason") is None:
+            for comp in r.get("component") or []:
+                concept = _concept(comp.get("code"), (LOINC,)) if isinstance(comp, Mapping) else None
+                if concept is not None and isinstance(comp, Mapping):
+                    self._value(ref, concept, own.code, comp, day, from_component=True)
+
+    def _value(
+        self,
+        ref: str,
+        concept: Concept,
+        search_code: str,
+        element: Mapping[str, Any],
+        day: dt.date | None,
+        *,
+        from_component: bool,
+    ) -> None:
+        number = _number(element.get("valueQuantity"))
+        coded = _concept(element.get("valueCodeableConcept"), (SNOMED, LOINC))
+        if number is None and coded is None:
+            self.facts.tainted.setdefault("observation", set()).add(concept.code)
+            return
+        unit = _unit(element.get("valueQuantity") or {}) if number is not None else ""
+        self.facts.measurements.append(
+            Measurement(ref, concept, search_code, number, unit, coded, day, from_component)
+        )
+
+    def encounter(self, r: Mapping[str, Any]) -> None:
+        self.day(parse_day((r.get("period") or {}).get("start")))
+
+    def finish(self) -> PatientFacts:
+        facts = self.facts
+        standalone = {m.concept.code for m in facts.measurements if not m.from_component}
+        facts.measurements = [
+            m for m in facts.measurements if not (m.from_component and m.concept.code in standalone)
+        ]
+        facts.latest_day = max(self.days) if self.days else None
+        return facts
+
+
+def extract_facts(record: PatientRecord) -> PatientFacts:
+    """Read the facts questions are computed from out of one patient's record."""
+    collector = _Collector(record)
+    handlers = {
+        "Condition": collector.condition,
+        "MedicationRequest": collector.medication,
+        "MedicationAdministration": collector.other_medication,
+        "MedicationStatement": collector.other_medication,
+        "MedicationDispense": collector.other_medication,
+        "Immunization": collector.immunization,
+        "Observation": collector.observation,
+        "Encounter": collector.encounter,
+    }
+    for resource in record.resources:
+        if resource.get("status") == "entered-in-error":
+            for family, path in (
+                ("condition", "code"),
+                ("medication", "medicationCodeableConcept"),
+                ("vaccine", "vaccineCode"),
+                ("observation", "code"),
+            ):
+                collector.taint(family, resource.get(path))
+                collector.note(family, resource.get(path))
+            continue
+        handler = handlers.get(str(resource.get("resourceType")))
+        if handler is not None:
+            handler(resource)
+    return collector.finish()
+
+
+def distinct(items: Iterable[Any]) -> list[Any]:
+    """Items without repeats, first occurrence kept."""
+    return list(dict.fromkeys(items))
