@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # No CUDA here: take the CPU wheel first, so no dependency pulls a multi-GB CUDA build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: install demo test lint unit integration clean
+.PHONY: install demo test test-heavy lint unit clean
 
 install: $(STAMP)
 
@@ -25,7 +25,10 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not heavy"
+
+test-heavy: install
+	$(PY) -m pytest -q -ra -m heavy
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 __all__ = [
     "ANSWERER",
@@ -214,12 +214,16 @@ class Role:
     output_schema: type[BaseModel] | None = None
     output_tool_name: str | None = None
 
-    def tools(self, tools: Sequence[BaseTool] = ()) -> list[BaseTool]:
-        """The tools this role is bound to: the given search tools for the planner, else its contract."""
+    def tools(self, tools: Sequence[BaseTool] = (), citations: Sequence[str] = ()) -> list[BaseTool]:
+        """The tools this role is bound to: the given search tools for the planner, else its contract.
+
+        With `citations`, the contract may cite only those, so a constrained decoder cannot invent one.
+        """
         if self.output_schema is None or self.output_tool_name is None:
             return [*tools, finish_tool()]
-        description = self.output_schema.__doc__ or self.name
-        return [_contract_tool(self.output_tool_name, description.strip(), self.output_schema)]
+        description = (self.output_schema.__doc__ or self.name).strip()
+        schema = _citing_only(self.output_schema, citations)
+        return [_contract_tool(self.output_tool_name, description, schema)]
 
     @property
     def tool_choice(self) -> str:
@@ -243,10 +247,25 @@ ANSWERER = Role(
 
 
 def bind_role(
-    model: BaseChatModel, role: Role, tools: Sequence[BaseTool] = ()
+    model: BaseChatModel, role: Role, tools: Sequence[BaseTool] = (), citations: Sequence[str] = ()
 ) -> Runnable[LanguageModelInput, BaseMessage]:
     """Bind a chat model to a role's tools with its forced tool choice."""
-    return model.bind_tools(role.tools(tools), tool_choice=role.tool_choice)
+    return model.bind_tools(role.tools(tools, citations), tool_choice=role.tool_choice)
+
+
+def _citing_only(schema: type[BaseModel], citations: Sequence[str]) -> type[BaseModel]:
+    """The contract with each `citations` list narrowed to the given values (unchanged when none)."""
+    if not citations:
+        return schema
+    cite: Any = Literal[tuple(dict.fromkeys(citations))]  # type: ignore[valid-type]
+    cited = (list[cite], Field(description="Citations of the evidence it rests on, copied exactly."))
+    if schema is ExtractedFacts:
+        fact = create_model("Fact", __base__=Fact, citations=cited)
+        facts = (list[fact], ExtractedFacts.model_fields["facts"])  # type: ignore[valid-type]
+        return create_model("ExtractedFacts", __base__=ExtractedFacts, facts=facts)
+    if "citations" in schema.model_fields:
+        return create_model(schema.__name__, __base__=schema, citations=cited)
+    return schema
 
 
 def planner_messages(question: str, history: Sequence[BaseMessage]) -> list[BaseMessage]:

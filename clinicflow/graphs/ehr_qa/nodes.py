@@ -290,10 +290,11 @@ class EhrQaNodes:
                 )
         planner_tools = PLANNER.tools(tools)
         self._hidden_args = {t.name: _hidden_args(t) for t in planner_tools}
-        self.planner_tool_names = [t.name for t in planner_tools]
-        self._planner = model.bind_tools(planner_tools, tool_choice=PLANNER.tool_choice)
-        self._extractor = bind_role(model, EXTRACTOR)
-        self._answerer = bind_role(model, ANSWERER)
+        # The manifest is read once, on the first step; the planner then chooses among the searches.
+        choices = [t for t in planner_tools if t.name != self.manifest_tool]
+        self.planner_tool_names = [t.name for t in choices]
+        self._planner = model.bind_tools(choices, tool_choice=PLANNER.tool_choice)
+        self._model = model
         self.tool_node = ToolNode(
             planner_tools, name="retrieve", handle_tool_errors=False, awrap_tool_call=_timed_tool_call
         )
@@ -420,8 +421,9 @@ class EhrQaNodes:
         evidence = state.get("evidence", [])
         if not evidence:
             return {"facts": []}
+        cited = [c for e in evidence for c in e["citations"]]
         parsed, trace, errors = await self._contract_call(
-            self._extractor,
+            bind_role(self._model, EXTRACTOR, citations=cited),
             EXTRACTOR,
             extractor_messages(state["question"], [e["text"] for e in evidence]),
             config,
@@ -454,7 +456,7 @@ class EhrQaNodes:
         if not facts:
             return {"answer": NOT_FOUND, "citations": [], "status": refusal_status}
         parsed, trace, errors = await self._contract_call(
-            self._answerer,
+            bind_role(self._model, ANSWERER, citations=[c for f in facts for c in f["citations"]]),
             ANSWERER,
             answerer_messages(state["question"], [Fact.model_validate(f) for f in facts]),
             config,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from clinicflow.cli.eval_ehrqa import ehrqa
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def test_270m_both_modes_report_the_token_ratio(

@@ -20,6 +20,7 @@ DEV = REPO.parent / "shared" / "data" / "agentclinic" / "agentclinic_medqa_dev.j
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_gemma_270m_in_every_role_completes_and_reports(tmp_path: Path) -> None:
     if not DEV.exists():
         pytest.skip(f"AgentClinic dev scenarios not found at {DEV}")

@@ -15,7 +15,7 @@ from clinicflow.evals.medagentbench.runner import run_medagentbench
 from clinicflow.evals.medagentbench.synthetic import SyntheticPatient, generate_tasks
 from clinicflow.settings import Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 VALID = {"completed", "invalid_action", "limit_reached", "error"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
@@ -152,3 +154,20 @@ def test_answer_contract_and_prompt_state_the_record_rule() -> None:
 )
 def test_is_refusal(answer: str, refuses: bool) -> None:
     assert is_refusal(answer) is refuses
+
+
+def test_contract_citations_are_narrowed_to_the_evidence() -> None:
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from clinicflow.agents.ehr_qa import ANSWERER, EXTRACTOR
+
+    evidence = ["Observation/a", "Condition/b", "Observation/a"]
+    for role in (EXTRACTOR, ANSWERER):
+        tool = role.tools(citations=evidence)[0]
+        text = json.dumps(convert_to_openai_tool(tool)["function"]["parameters"])
+        assert '"enum": ["Observation/a", "Condition/b"]' in text, text
+    answer_schema = ANSWERER.tools(citations=evidence)[0].args_schema
+    assert isinstance(answer_schema, type)
+    answer_schema.model_validate({"answer": "x", "citations": ["Condition/b"]})
+    with pytest.raises(ValidationError):
+        answer_schema.model_validate({"answer": "x", "citations": ["Observation/invented"]})
