@@ -174,7 +174,7 @@ def call_json_schema(
     """JSON schema of one call to any of `specs`, for grammar-constrained decoding.
 
     Argument objects get `additionalProperties: false` unless they say otherwise; free strings get
-    `maxLength` and arrays `maxItems` (when given) so a small model cannot run a string or a list on
+    `maxLength`, arrays `maxItems` and integers a `maximum` (when given) so a small model cannot run one on
     until the token budget ends.
     """
     bounds = (max_string_length, max_items)
@@ -410,6 +410,9 @@ def _rewrite_refs(node: Any, renames: Mapping[str, str]) -> Any:
     return node
 
 
+_MAX_BOUNDED_INTEGER = 10**6  # with the small-model bounds, integers cannot run on either
+
+
 def _bounded(node: Any, max_string_length: int | None, max_items: int | None) -> Any:
     if isinstance(node, list):
         return [_bounded(v, max_string_length, max_items) for v in node]
@@ -423,6 +426,8 @@ def _bounded(node: Any, max_string_length: int | None, max_items: int | None) ->
         out.setdefault("maxLength", max_string_length)
     if max_items and out.get("type") == "array":
         out.setdefault("maxItems", max_items)
+    if max_string_length and out.get("type") == "integer" and "enum" not in out:
+        out.setdefault("maximum", _MAX_BOUNDED_INTEGER)
     return out
 
 
