@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -114,7 +114,7 @@ def image_tools(index_path: Path | None, encoder: Path | None) -> Iterator[list[
 async def answer_question(
     settings: Settings,
     base_url: str,
-    model: BaseChatModel,
+    model: BaseChatModel | Callable[[], BaseChatModel],
     patient_id: str,
     question: str,
     thread_id: str | None,
@@ -122,7 +122,8 @@ async def answer_question(
     extra_tools: Sequence[BaseTool] = (),
 ) -> EhrQaResult:
     """Check the patient exists, then run the EHR QA graph with patient-scoped FHIR tools and any
-    `extra_tools` (guideline search, image search)."""
+    `extra_tools` (guideline search, image search). `model` may be a loader, called once the patient
+    is known to exist, so a bad id fails before a model loads."""
     async with FhirClient(
         base_url, token=settings.fhir_token, timeout=settings.fhir_timeout_s, retries=settings.fhir_retries
     ) as client:
@@ -132,6 +133,8 @@ async def answer_question(
             raise _fail(f"Patient {patient_id!r} not found on the FHIR server at {base_url}.") from None
         except ValueError as exc:
             raise _fail(f"Bad patient id {patient_id!r}: {exc}") from None
+        if not isinstance(model, BaseChatModel):
+            model = await asyncio.to_thread(model)
         async with open_checkpointer(settings.checkpoint_path()) as saver:
             graph = build_ehr_qa_graph(
                 model,
@@ -168,9 +171,14 @@ async def _ask(
     with image_tools(image_index, encoder) as images:
         extra = [*guideline_tools(settings, guidelines), *images]
         async with _fhir_base_url(settings) as base_url:
-            chat = await asyncio.to_thread(_load_model, settings, model, model_url)
             return await answer_question(
-                settings, base_url, chat, patient, question, thread, extra_tools=extra
+                settings,
+                base_url,
+                lambda: _load_model(settings, model, model_url),
+                patient,
+                question,
+                thread,
+                extra_tools=extra,
             )
 
 
