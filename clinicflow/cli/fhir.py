@@ -18,7 +18,7 @@ import typer
 
 from clinicflow.fhir import FhirClient, FhirConnectionError, FhirError
 from clinicflow.fhir.cohort import DEFAULT_REFERENCE_DATE, CohortError, generate_cohort
-from clinicflow.fhir.demo import ensure_demo_database
+from clinicflow.fhir.demo import ensure_demo_data_dir
 from clinicflow.fhir.loader import LoadReport, load_directory
 from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer, EmbeddedServerError
 from clinicflow.settings import Settings
@@ -66,7 +66,7 @@ def serve(
     if demo:
         if data_dir is not None and data_dir != _embedded_data_dir(settings):
             raise _fail("--demo serves the cached demo database; leave out --data-dir.")
-        folder = asyncio.run(ensure_demo_database(settings.cache_dir))
+        folder = asyncio.run(ensure_demo_data_dir(settings.cache_dir))
     server = EmbeddedFhirServer(folder, port=port)
     try:
         server.start()

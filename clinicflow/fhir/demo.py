@@ -1,7 +1,9 @@
 """The demo cohort and the embedded server loaded with it, each built once and cached under `cache_dir`.
 
-Layout: `{cache_dir}/cohorts/<name>/*.json` (bundles) and `{cache_dir}/fhir-server/` (SQLite DB, settings,
-log, and `loaded.json`, the marker naming the cohort it holds). A file lock serialises concurrent builders.
+Layout: `{cache_dir}/cohorts/<name>/*.json` (bundles); `{cache_dir}/fhir-demo/`, the loaded demo database
+(SQLite DB, settings, log, and `loaded.json`, the marker naming the cohort it holds), written only while
+loading and never served, so copies of it are always the cohort as generated; `{cache_dir}/fhir-server/`,
+the embedded server's own data, which users write to. A file lock serialises concurrent builders.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "copy_demo_database",
     "demo_patient_ids",
     "ensure_demo_cohort",
+    "ensure_demo_data_dir",
     "ensure_demo_database",
     "ensure_demo_server",
     "free_port",
@@ -155,9 +158,29 @@ async def ensure_demo_database(
     cohort = await asyncio.to_thread(
         ensure_demo_cohort, cache, patients, seed, DEFAULT_REFERENCE_DATE, progress
     )
-    data_dir = cache / "fhir-server"
+    data_dir = cache / "fhir-demo"
     await _ensure_loaded(data_dir, cohort, free_port(), progress)
     return data_dir
+
+
+async def ensure_demo_data_dir(
+    cache_dir: Path | str,
+    patients: int = DEMO_PATIENTS,
+    seed: int = DEMO_SEED,
+    progress: bool = True,
+) -> Path:
+    """A data folder to serve holding the demo cohort: `{cache_dir}/fhir-server` when it is empty or
+    already the demo (first filled from the pristine copy), else a fresh copy beside it, so data a user
+    loaded there is never replaced."""
+    master = await ensure_demo_database(cache_dir, patients, seed, progress)
+    cache = Path(cache_dir).expanduser()
+    served = cache / "fhir-server"
+    with _locked(cache / ".fhir-server.lock"):
+        if not (served / DB_FILENAME).exists():
+            copy_demo_database(master, served)
+        if _marker(served) == _marker(master):
+            return served
+        return copy_demo_database(master, Path(tempfile.mkdtemp(prefix="fhir-demo-", dir=cache)))
 
 
 async def ensure_demo_server(
@@ -171,7 +194,7 @@ async def ensure_demo_server(
 
     The caller owns the running server: `server.stop()` (or `with server:`) when done.
     """
-    data_dir = await ensure_demo_database(cache_dir, patients, seed, progress)
+    data_dir = await ensure_demo_data_dir(cache_dir, patients, seed, progress)
     server = EmbeddedFhirServer(data_dir, port=port)
     await asyncio.to_thread(server.start)
     return server
