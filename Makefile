@@ -25,7 +25,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q -ra -m "not heavy"
+	$(PY) -m pytest -q -ra -m "not heavy" --durations=10
 
 test-heavy: install
 	$(PY) -m pytest -q -ra -m heavy
