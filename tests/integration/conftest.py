@@ -45,15 +45,23 @@ def patient_ids(cohort_dir: Path) -> list[str]:
     return demo_patient_ids(cohort_dir)
 
 
+def pristine_demo_server(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EmbeddedFhirServer:
+    """A new embedded server over a fresh copy of the demo database (not started)."""
+    loaded = asyncio.run(ensure_demo_database(cache_dir, DEMO_PATIENTS, DEMO_SEED, progress=False))
+    data_dir = copy_demo_database(loaded, tmp_path_factory.mktemp("fhir-server"))
+    return EmbeddedFhirServer(data_dir, port=free_port())
+
+
 @pytest.fixture(scope="session")
 def fhir_server(
     clinicflow_cache_dir: Path, cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmbeddedFhirServer]:
-    """A running embedded FHIR server holding the demo cohort, private to this session."""
-    loaded = asyncio.run(ensure_demo_database(clinicflow_cache_dir, DEMO_PATIENTS, DEMO_SEED, progress=False))
-    data_dir = copy_demo_database(loaded, tmp_path_factory.mktemp("fhir-server"))
-    server = EmbeddedFhirServer(data_dir, port=free_port())
-    with server:
+    """A running embedded FHIR server holding the demo cohort, private to this session.
+
+    Tests may write to it; a module that compares the server with the bundles uses
+    `pristine_demo_server` for a copy of its own.
+    """
+    with pristine_demo_server(clinicflow_cache_dir, tmp_path_factory) as server:
         yield server
 
 

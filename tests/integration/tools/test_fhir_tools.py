@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,19 @@ from clinicflow.fhir import FhirClient
 from clinicflow.tools import SEARCHABLE_TYPES, make_fhir_tools
 from clinicflow.tools.manifest import CODE_PATHS
 
+from ..conftest import pristine_demo_server
 from .bundles import PatientBundle, day, first_coding, load_cohort
 
 pytestmark = pytest.mark.integration
 
 _LINE_CITATION = re.compile(r"\[([A-Za-z]+/[A-Za-z0-9\-.]+)\]$", re.M)
+
+
+@pytest.fixture(scope="module")
+def fhir_base_url(clinicflow_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of this module's own: it is compared with the bundles, so no other test may write to it."""
+    with pristine_demo_server(clinicflow_cache_dir, tmp_path_factory) as server:
+        yield server.base_url
 
 
 @pytest.fixture(scope="module")
