@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -53,6 +52,9 @@ from clinicflow.agents.ehr_qa import (
     strip_citations,
 )
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
+from clinicflow.graphs.trace import now as _now
+from clinicflow.graphs.trace import shorten as _short
+from clinicflow.graphs.trace import trace_event as _event
 
 __all__ = ["FAILED_ANSWER", "EhrQaNodes", "evidence_items"]
 
@@ -62,40 +64,6 @@ _LEADING_CITATION = re.compile(r"^\[[^\[\]]+\]")
 _BAD_ARGUMENTS = re.compile(r"^\s*(?:[\w.-]+:\s*)?bad arguments", re.IGNORECASE)
 
 ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _event(
-    kind: str,
-    name: str,
-    *,
-    args: dict[str, Any] | None = None,
-    summary: str = "",
-    started: str | None = None,
-    duration_ms: float = 0.0,
-    tokens_in: int | None = None,
-    tokens_out: int | None = None,
-    error: str | None = None,
-) -> TraceRecord:
-    return TraceRecord(
-        kind=kind,  # type: ignore[typeddict-item]
-        name=name,
-        args=args or {},
-        summary=summary,
-        started=started or _now(),
-        duration_ms=round(duration_ms, 2),
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        error=error,
-    )
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _call_model(

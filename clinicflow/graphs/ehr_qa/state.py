@@ -6,10 +6,12 @@ Values are plain dicts, lists and messages so that every checkpointer can store 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, Required, TypedDict
+from typing import Annotated, Literal, Required, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+
+from clinicflow.graphs.trace import TraceRecord
 
 __all__ = [
     "EvidenceRecord",
@@ -38,20 +40,6 @@ class FactRecord(TypedDict):
 
     text: str
     citations: list[str]
-
-
-class TraceRecord(TypedDict):
-    """One model call, tool call or safety check, timed."""
-
-    kind: Literal["model", "tool", "check"]
-    name: str
-    args: dict[str, Any]
-    summary: str
-    started: str
-    duration_ms: float
-    tokens_in: int | None
-    tokens_out: int | None
-    error: str | None
 
 
 def merge_evidence(left: list[EvidenceRecord], right: list[EvidenceRecord]) -> list[EvidenceRecord]:

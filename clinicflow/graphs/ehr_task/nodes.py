@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -33,6 +32,9 @@ from clinicflow.agents.ehr_task import (
     task_messages,
 )
 from clinicflow.graphs.ehr_task.state import State, TraceRecord, WriteRecord, WriteStatus
+from clinicflow.graphs.trace import now as _now
+from clinicflow.graphs.trace import shorten as _short
+from clinicflow.graphs.trace import trace_event as _event
 from clinicflow.tools.write_tools import (
     ApprovalPolicy,
     Edit,
@@ -55,40 +57,6 @@ AUTO_APPROVER = "policy:auto_approve"
 REVIEWER = "reviewer"
 
 ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _event(
-    kind: str,
-    name: str,
-    *,
-    args: dict[str, Any] | None = None,
-    summary: str = "",
-    started: str | None = None,
-    duration_ms: float = 0.0,
-    tokens_in: int | None = None,
-    tokens_out: int | None = None,
-    error: str | None = None,
-) -> TraceRecord:
-    return TraceRecord(
-        kind=kind,  # type: ignore[typeddict-item]
-        name=name,
-        args=args or {},
-        summary=summary,
-        started=started or _now(),
-        duration_ms=round(duration_ms, 2),
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        error=error,
-    )
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _record(

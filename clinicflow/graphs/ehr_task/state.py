@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Required, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from clinicflow.graphs.trace import TraceRecord
+
 __all__ = [
     "InputState",
     "OutputState",
@@ -23,20 +25,6 @@ __all__ = [
 
 Status = Literal["finished", "failed", "step_limit"]
 WriteStatus = Literal["created", "existing", "invalid", "failed", "rejected", "bad_arguments"]
-
-
-class TraceRecord(TypedDict):
-    """One model call, tool call, approval, write or safety check, timed."""
-
-    kind: Literal["model", "tool", "check", "approval", "write"]
-    name: str
-    args: dict[str, Any]
-    summary: str
-    started: str
-    duration_ms: float
-    tokens_in: int | None
-    tokens_out: int | None
-    error: str | None
 
 
 class WriteRecord(TypedDict):
