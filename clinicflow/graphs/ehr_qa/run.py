@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.pregel import Pregel
 from pydantic import BaseModel, Field
 
 from clinicflow.agents.ehr_qa import Fact
+from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
+from clinicflow.graphs.checkpoints import open_checkpointer
+from clinicflow.graphs.checkpoints import thread_config as _run_config
 from clinicflow.graphs.ehr_qa.state import Status
 
 __all__ = [
@@ -103,26 +102,6 @@ class EhrQaResult(BaseModel):
         out.append(f"Answer: {self.answer}")
         out += [f"Error: {e}" for e in self.errors]
         return "\n".join(out)
-
-
-@asynccontextmanager
-async def open_checkpointer(path: Path | str) -> AsyncIterator[AsyncSqliteSaver]:
-    """Open (creating if needed) an SQLite checkpoint file for graph runs; closed on exit."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        await saver.setup()
-        yield saver
-
-
-def _run_config(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:
-    merged: RunnableConfig = dict(config or {})  # type: ignore[assignment]
-    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": thread_id}
-    return merged
-
-
-def _has_checkpointer(graph: Pregel) -> bool:
-    return isinstance(graph.checkpointer, BaseCheckpointSaver)
 
 
 def _result(thread_id: str, values: Mapping[str, Any]) -> EhrQaResult:

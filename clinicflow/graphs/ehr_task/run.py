@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from clinicflow.agents.ehr_task import current_time_from_context
-from clinicflow.graphs.ehr_qa.run import open_checkpointer
+from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
+from clinicflow.graphs.checkpoints import open_checkpointer
+from clinicflow.graphs.checkpoints import thread_config as _run_config
 from clinicflow.tools.write_tools import APPROVAL_REQUEST_KIND, Approve, Edit, Reject, parse_decision
 
 __all__ = [
@@ -128,16 +129,6 @@ class EhrTaskResult(BaseModel):
         out.append(f"Answers: {self.answers}")
         out += [f"Error: {e}" for e in self.errors]
         return "\n".join(out)
-
-
-def _run_config(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:
-    merged: RunnableConfig = dict(config or {})  # type: ignore[assignment]
-    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": thread_id}
-    return merged
-
-
-def _has_checkpointer(graph: Pregel) -> bool:
-    return isinstance(graph.checkpointer, BaseCheckpointSaver)
 
 
 def _pending(interrupts: Any) -> dict[str, Any] | None:
