@@ -11,6 +11,7 @@ decoding is constrained by that JSON schema (see `clinicflow.model.grammar`), so
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +31,7 @@ from clinicflow.model.errors import ModelDependencyError, ModelInputError, Model
 from clinicflow.model.prompting import GEMMA3_CHAT_TEMPLATE, chat_turns, render_chat
 from clinicflow.model.tool_calls import ToolSpec, allowed_tools, call_json_schema, tool_prompt
 
-__all__ = ["LoadedModel", "TransformersChatModel", "check_model_folder", "load_model_folder"]
+__all__ = ["LoadedModel", "TransformersChatModel", "check_model_folder", "default_dtype", "load_model_folder"]
 
 _END_OF_TURN = "<end_of_turn>"
 _cache: dict[tuple[Any, ...], LoadedModel] = {}
@@ -86,6 +87,21 @@ class LoadedModel:
             return self._ll_tokenizer
 
 
+def default_dtype(device: str) -> str:
+    """bfloat16 on CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), else float32.
+
+    On such a CPU, bf16 decodes the 270M about 2x faster than float32 (half the weight bytes per
+    token) and prefills faster too; elsewhere bf16 matmuls are emulated, so float32 stays.
+    """
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) else "float32"
+
+
 def check_model_folder(path: str | Path) -> Path:
     """The folder as an absolute path; raises ModelNotFoundError unless it holds a Hugging Face model."""
     folder = Path(path).expanduser()
@@ -117,7 +133,7 @@ def load_model_folder(
     torch = _import("torch")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        dtype = default_dtype(device)
     if quantization != "none" and device != "cpu":
         raise ValueError(f"int8 dynamic quantization runs on the CPU only, not on {device}")
     options = EngineOptions.for_device(device, fast_path)
@@ -140,7 +156,7 @@ class TransformersChatModel(PromptToolChatModel):
     device: str | None = None
     """torch device; default cuda when present, else cpu."""
     dtype: str = "auto"
-    """torch dtype name; `auto` is bfloat16 on CUDA and float32 on CPU (faster than bf16 on most CPUs)."""
+    """torch dtype name; `auto` is bfloat16 on CUDA and on CPUs with native bf16, else float32."""
     temperature: float = 0.0
     """0 decodes greedily; above 0 samples."""
     max_string_length: int | None = 200

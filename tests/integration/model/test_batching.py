@@ -1,4 +1,8 @@
-"""Batched generation with the real Gemma 3 270M (fp32, CPU): the same greedy tokens as one by one."""
+"""Batched generation with the real Gemma 3 270M (fp32, CPU): the same greedy tokens as one by one.
+
+fp32 on purpose: in bf16 a row's logits move by up to ~0.5 with the batch around it (kernel shapes
+change the rounding), so near-tied tokens may flip; fp32 noise (~3e-5) leaves these prompts stable.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ def loaded(gemma_dir: Path) -> LoadedModel:
     """A private fp32 copy of the 270M whose engine options the tests may change."""
     from clinicflow.model.transformers_backend import load_model_folder
 
-    return load_model_folder(gemma_dir, device="cpu", shared=False)
+    return load_model_folder(gemma_dir, device="cpu", dtype="float32", shared=False)
 
 
 @pytest.fixture(scope="module")

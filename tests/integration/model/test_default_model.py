@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from clinicflow.model import ModelLoadError, TransformersChatModel, ensure_default_model
 from clinicflow.model.default_model import MARKER_FILE
 from clinicflow.model.prompting import chat_turns, render_chat
-from clinicflow.model.transformers_backend import load_model_folder
+from clinicflow.model.transformers_backend import default_dtype, load_model_folder
 from clinicflow.settings import Settings
 
 
@@ -38,7 +38,7 @@ def test_loading_the_folder_is_much_faster_than_converting(
     print(f"\nconversion took {converted_s} s; loading the converted folder {loaded.load_s} s")
     assert loaded.load_s < converted_s / 2
     assert loaded.stop_ids == [1, 106]
-    assert (loaded.device, loaded.dtype) == ("cpu", "float32")
+    assert (loaded.device, loaded.dtype) == ("cpu", default_dtype("cpu"))
 
 
 def test_the_saved_tokenizer_carries_the_same_gemma_template(gemma: TransformersChatModel) -> None:
