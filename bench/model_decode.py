@@ -2,14 +2,16 @@
 
 Models: `27b` and `4b` are MedGemma-shaped Gemma 3 text models built from configs in code with random
 weights (no download; `--layers N` shrinks the depth, time scales with it); `270m` is the real cached
-Gemma 3 270M (the CPU default). For each batch size (concurrent requests) it measures prefill time
-and decode tokens/s of (a) eager `generate` (dynamic cache) and (b) our path (`generate_batch`: the
-static-cache / compiled fast path on CUDA; on the CPU the `--quantization` the default model would
-use), checks that greedy tokens agree, measures the device's copy bandwidth in the same run and the
-batch-1 bandwidth floor (weight bytes / bandwidth), prints a ratio table and writes JSON to
-bench/results/model_decode_<device>[_<model>].json.
+Gemma 3 270M (the CPU default), loaded by the product's own loader. For each batch size (concurrent
+requests) it measures prefill time and decode tokens/s of (a) eager `generate` (dynamic cache, in
+`--baseline-dtype`) and (b) our path (`generate_batch` in the dtype the backend picks: the
+static-cache / compiled fast path on CUDA; on the CPU bf16 where the CPU has it, optionally
+`--quantization`). The outputs check compares (b) with eager `generate` on the same weights and dtype,
+token for token; with another baseline dtype it also reports agreement with that baseline. It
+measures the device's copy bandwidth in the same run and the batch-1 bandwidth floor (weight bytes /
+bandwidth), prints a ratio table and writes JSON to bench/results/model_decode_<device>_<model>.json.
 
-    python bench/model_decode.py --model 270m --device cpu --quantization int8
+    python bench/model_decode.py --model 270m --device cpu --baseline-dtype float32 --batches 1,8
     python bench/model_decode.py --model 27b --layers 4        # a GPU: iterate cheaply
     python bench/model_decode.py --model 27b                   # the full 62 layers, once
 """
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from clinicflow.model.batching import GenerationRequest  # noqa: E402
 from clinicflow.model.engine import EngineOptions, generate_batch, quantize_for_cpu  # noqa: E402
+from clinicflow.model.transformers_backend import default_dtype  # noqa: E402
 
 SHAPES: dict[str, dict[str, Any]] = {
     "27b": dict(
@@ -106,17 +109,19 @@ def sync(device: str) -> None:
 
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, float]:
-    """The model (eval mode, on the device), a tokenizer or None, and its load time."""
+    """The model (eval mode, on the device), a tokenizer or None, and its load time.
+
+    The 270M loads through `load_model_folder`, the product's own loader, so `load_s` is what a
+    workflow waits for (tokenizer and weights, from the converted cache folder).
+    """
     t0 = time.perf_counter()
     if args.model == "270m":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from clinicflow.model.default_model import default_model_dir
+        from clinicflow.model.transformers_backend import load_model_folder
 
         folder = default_model_dir(Path(args.cache_dir))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, args.dtype))
-        return model.to(args.device).eval(), tokenizer, time.perf_counter() - t0
+        loaded = load_model_folder(folder, device=args.device, dtype=args.dtype, shared=False)
+        return loaded.model, loaded.tokenizer, time.perf_counter() - t0
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     shape = dict(SHAPES[args.model])
@@ -129,6 +134,13 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, float]:
     for p in model.parameters():
         p.data.normal_(0.0, 0.02)
     return model.eval(), None, time.perf_counter() - t0
+
+
+def _copy_in(model: Any, dtype: str) -> Any:
+    """A copy of the model in another dtype (the eager baseline when it differs from ours)."""
+    import copy
+
+    return copy.deepcopy(model).to(getattr(torch, dtype)).eval()
 
 
 def weight_bytes(model: Any) -> int:
@@ -217,7 +229,10 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32,64")
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--dtype", default=None, help="default bfloat16 on CUDA, float32 on the CPU")
+    parser.add_argument("--dtype", default=None, help="ours; default: what the backend picks for the device")
+    parser.add_argument(
+        "--baseline-dtype", default=None, help="eager baseline's dtype (default: --dtype), e.g. float32"
+    )
     parser.add_argument("--quantization", choices=["none", "int8", "int8-head"], default="none")
     parser.add_argument("--fast-path", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--repeats", type=int, default=1)
@@ -225,7 +240,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "clinicflow"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    args.dtype = args.dtype or default_dtype(args.device)
+    args.baseline_dtype = args.baseline_dtype or args.dtype
     batches = [int(b) for b in args.batches.split(",")]
 
     info = hardware(args.device)
@@ -234,6 +250,7 @@ def main() -> None:
     vocab = model.config.get_text_config().vocab_size
     stop = [1, 106] if tokenizer is not None else [vocab - 1]
     base_bytes = weight_bytes(model)
+    baseline = model if args.baseline_dtype == args.dtype else _copy_in(model, args.baseline_dtype)
     fast = model
     quantize_s = 0.0
     if args.quantization != "none":
@@ -258,9 +275,13 @@ def main() -> None:
     rows_out = []
     for batch in batches:
         rows = prompts(args, vocab, batch, tokenizer)
-        a = measure(lambda r, n: eager(model, r, n, args.device, stop), rows, args.new_tokens, args.repeats)
-        b = measure(lambda r, n: ours(loaded, r, n, args.device), rows, args.new_tokens, args.repeats)
-        equal = sum(x == y for x, y in zip(a.pop("tokens"), b.pop("tokens"), strict=True))
+        new, repeats = args.new_tokens, args.repeats
+        a = measure(lambda r, n: eager(baseline, r, n, args.device, stop), rows, new, repeats)
+        b = measure(lambda r, n: ours(loaded, r, n, args.device), rows, new, repeats)
+        a_tokens, b_tokens = a.pop("tokens"), b.pop("tokens")
+        # The outputs check: ours against eager `generate` on the same weights and dtype.
+        same = a_tokens if baseline is model else eager(model, rows, new, args.device, stop)[1]
+        equal = sum(x == y for x, y in zip(same, b_tokens, strict=True))
         row = {
             "batch": batch,
             "eager": a,
@@ -268,6 +289,9 @@ def main() -> None:
             "speedup": round(b["decode_tokens_per_s"] / a["decode_tokens_per_s"], 2),
             "rows_equal_to_eager": f"{equal}/{batch}",
         }
+        if baseline is not model:
+            agree = sum(x == y for x, y in zip(a_tokens, b_tokens, strict=True))
+            row[f"rows_equal_to_eager_{args.baseline_dtype}"] = f"{agree}/{batch}"
         if batch == 1:
             row["ours_fraction_of_floor"] = round(b["decode_tokens_per_s"] / floor, 3)
             row["eager_fraction_of_floor"] = round(a["decode_tokens_per_s"] / floor, 3)
@@ -284,6 +308,7 @@ def main() -> None:
         "model": args.model,
         "layers": model.config.num_hidden_layers,
         "dtype": args.dtype,
+        "baseline_dtype": args.baseline_dtype,
         "quantization": args.quantization,
         "engine_options": dataclasses.asdict(loaded.options),
         "prompt_tokens": args.prompt_len,

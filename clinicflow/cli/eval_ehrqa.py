@@ -25,6 +25,7 @@ from clinicflow.evals.ehrqa.questions import Question
 from clinicflow.evals.ehrqa.records import RecordsError, RecordSet, read_records, records_from_server
 from clinicflow.evals.ehrqa.runner import questions_digest
 from clinicflow.fhir import FhirClient, FhirError
+from clinicflow.fhir.loader import fhir_files
 from clinicflow.settings import Settings
 
 __all__ = ["EvalMode", "SplitChoice", "ehrqa"]
@@ -58,12 +59,7 @@ _LOADED_MARKER = "ehrqa-loaded.json"
 
 def _data_digest(path: Path) -> str:
     h = hashlib.sha256()
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in path.rglob("*") if p.suffix.lower() in (".json", ".ndjson"))
-    )
-    for file in files:
+    for file in fhir_files(path):
         stat = file.stat()
         name = file.relative_to(path) if file != path else file.name
         h.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())

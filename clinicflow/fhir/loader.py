@@ -10,6 +10,7 @@ file and entry index or line number, skipped, and the rest loads.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import time
@@ -18,13 +19,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl
 
 from .errors import FhirResponseError, FhirValidationError
 from .resources import parse_resource
 
-__all__ = ["LOAD_ORDER", "LoadIssue", "LoadReport", "TransactionClient", "load_directory"]
+__all__ = [
+    "LOAD_ORDER",
+    "LoadIssue",
+    "LoadReport",
+    "TransactionClient",
+    "fhir_files",
+    "fhir_records",
+    "load_directory",
+]
 
 LOAD_ORDER: tuple[str, ...] = (
     "Organization",
@@ -125,35 +134,54 @@ class _Scan:
     duplicates: int = 0
 
 
-def _files(path: Path) -> list[Path]:
+_SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
+
+
+def fhir_files(path: Path) -> list[Path]:
+    """The files `load_directory` reads: `path` itself, or its *.json / *.ndjson files (or .gz), sorted."""
     if path.is_file():
         return [path]
-    found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".json", ".ndjson")]
+    found = [p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES)]
     return sorted(found)
 
 
-def _records(file: Path) -> Iterator[tuple[str | None, Any, str | None, LoadIssue | None]]:
+def _open_text(file: Path) -> IO[str]:
+    """The file as text; `.gz` files (as Bulk Data exports often are) are decompressed on the fly."""
+    if file.name.lower().endswith(".gz"):
+        return gzip.open(file, "rt", encoding="utf-8")
+    return file.open(encoding="utf-8")
+
+
+def fhir_records(file: Path) -> Iterator[tuple[str | None, Any, str | None, LoadIssue | None]]:
     """Yield (location, resource, fullUrl, issue) for each resource in a file; issue set when unreadable."""
-    if file.suffix.lower() == ".ndjson":
-        with file.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                loc = f"line {n}"
-                try:
-                    yield loc, json.loads(line), None, None
-                except json.JSONDecodeError as exc:
-                    yield (
-                        loc,
-                        None,
-                        None,
-                        LoadIssue(file, loc, f"not valid JSON: {exc.msg} (column {exc.colno})"),
-                    )
+    if file.name.lower().removesuffix(".gz").endswith(".ndjson"):
+        n = 0
+        try:
+            with _open_text(file) as fh:
+                for n, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    loc = f"line {n}"
+                    try:
+                        yield loc, json.loads(line), None, None
+                    except json.JSONDecodeError as exc:
+                        yield (
+                            loc,
+                            None,
+                            None,
+                            LoadIssue(file, loc, f"not valid JSON: {exc.msg} (column {exc.colno})"),
+                        )
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            yield f"line {n + 1}", None, None, LoadIssue(file, f"line {n + 1}", f"unreadable: {exc}")
         return
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        with _open_text(file) as fh:
+            data = json.loads(fh.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         yield None, None, None, LoadIssue(file, None, f"not valid JSON: {exc}")
+        return
+    except (OSError, EOFError) as exc:
+        yield None, None, None, LoadIssue(file, None, f"unreadable: {exc}")
         return
     if not isinstance(data, dict):
         yield (
@@ -206,7 +234,7 @@ def _scan(files: list[Path]) -> _Scan:
     scan = _Scan(files=files)
     for file in files:
         urls: dict[str, str] = {}
-        for loc, resource, full_url, issue in _records(file):
+        for loc, resource, full_url, issue in fhir_records(file):
             if issue is not None:
                 scan.issues.append(issue)
                 continue
@@ -289,7 +317,7 @@ def _tier(rtype: str) -> int:
 def _prepared(scan: _Scan, first: bool) -> Iterator[tuple[_Item, dict[str, Any] | None, str | None]]:
     """Yield (item, resource to PUT, None) or (item, None, error): `LOAD_ORDER` types, or the rest."""
     for file in scan.files:
-        for loc, resource, _, issue in _records(file):
+        for loc, resource, _, issue in fhir_records(file):
             item = scan.items.get((file, loc))
             if issue is not None or item is None or (item.rtype in LOAD_ORDER) != first:
                 continue
@@ -361,7 +389,7 @@ async def load_directory(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     after_load: Callable[[], object] | None = None,
 ) -> LoadReport:
-    """Load every *.json (Bundle or single resource) and *.ndjson file under `path`; report what happened.
+    """Load every *.json (Bundle or resource) and *.ndjson file under `path`, gzipped or not; report it.
 
     `after_load` runs once when something was stored: pass `EmbeddedFhirServer.analyze` after bulk loads.
     """
@@ -369,7 +397,7 @@ async def load_directory(
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"No such file or folder: {root}")
-    scan = await asyncio.to_thread(_scan, _files(root))
+    scan = await asyncio.to_thread(_scan, fhir_files(root))
     report = LoadReport(files=len(scan.files), duplicates=scan.duplicates)
     report.errors.extend(scan.issues)
     bar = _progress_bar(len(scan.items), progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -100,7 +101,11 @@ async def test_ndjson_files_per_type_resolve_references_between_files(
     export = tmp_path / "export"
     export.mkdir()
     for rtype, items in by_type.items():
-        (export / f"{rtype}.ndjson").write_text("".join(json.dumps(r) + "\n" for r in items))
+        text = "".join(json.dumps(r) + "\n" for r in items)
+        if rtype in ("Condition", "Observation"):  # exports are often gzipped
+            (export / f"{rtype}.ndjson.gz").write_bytes(gzip.compress(text.encode()))
+        else:
+            (export / f"{rtype}.ndjson").write_text(text)
 
     report = await load_directory(client, export, progress=False)
     assert report.ok, report.summary()
@@ -146,14 +151,16 @@ async def test_malformed_inputs_are_reported_and_the_rest_loads(
     ]
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     (folder / "bundle.json").write_text(json.dumps(bundle))
+    (folder / "Encounter.ndjson.gz").write_text("named .gz but not gzipped\n")
 
     report = await load_directory(client, folder, progress=False)
     where = {(i.file.name, i.location) for i in report.errors}
     assert where == {("truncated.json", None), ("Patient.ndjson", "line 2"), ("Patient.ndjson", "line 3"),
-                     ("bundle.json", "entry 2")}  # fmt: skip
+                     ("bundle.json", "entry 2"), ("Encounter.ndjson.gz", "line 1")}  # fmt: skip
     assert report.loaded == {"Patient": 3, "Observation": 2}
     for rtype, rid in (("Patient", "ndjson-ok"), ("Patient", "ndjson-ok-2"), ("Observation", "valid-obs-2")):
         assert (await client.read(rtype, rid))["id"] == rid
     lines_out = report.summary().splitlines()
     assert any("bundle.json: entry 2: Invalid FHIR R4 Observation" in line for line in lines_out)
     assert any("Patient.ndjson: line 2: not valid JSON" in line for line in lines_out)
+    assert any("Encounter.ndjson.gz: line 1: unreadable: Not a gzipped file" in line for line in lines_out)
