@@ -18,6 +18,7 @@ from pydantic import Field
 
 __all__ = [
     "FakeCall",
+    "FakeChatModel",
     "ScriptExhaustedError",
     "ScriptedChatModel",
     "calls",
@@ -52,7 +53,43 @@ class FakeCall:
         return "\n".join(m.text for m in self.messages)
 
 
-class ScriptedChatModel(BaseChatModel):
+class FakeChatModel(BaseChatModel):
+    """A chat model whose replies come from `_next`, sync or async; bound tools arrive in its kwargs as
+    OpenAI schemas under `tools`, with `tool_choice`."""
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        schemas = [convert_to_openai_tool(t) for t in tools]
+        return self.bind(tools=schemas, tool_choice=tool_choice, **kwargs)
+
+    def _next(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
+        raise NotImplementedError
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._next(messages, kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._next(messages, kwargs)
+
+
+class ScriptedChatModel(FakeChatModel):
     """Replays `script` in order: an AIMessage is returned, an exception raised, a callable called with
     the prompt. Every call is recorded in `calls`, bound copies included."""
 
@@ -67,16 +104,6 @@ class ScriptedChatModel(BaseChatModel):
     @property
     def prompts(self) -> list[list[BaseMessage]]:
         return [c.messages for c in self.calls]
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        schemas = [convert_to_openai_tool(t) for t in tools]
-        return self.bind(tools=schemas, tool_choice=tool_choice, **kwargs)
 
     def _next(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         self.calls.append(FakeCall(list(messages), kwargs.get("tools") or [], kwargs.get("tool_choice")))
@@ -99,24 +126,6 @@ class ScriptedChatModel(BaseChatModel):
                 "total_tokens": words_in + words_out,
             }
         return ChatResult(generations=[ChatGeneration(message=reply)])
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._next(messages, kwargs)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._next(messages, kwargs)
 
 
 def tool_call(name: str, **args: Any) -> ToolCall:

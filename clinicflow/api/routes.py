@@ -42,6 +42,7 @@ from clinicflow.api.schemas import (
 )
 from clinicflow.api.store import (
     TERMINAL_STATUSES,
+    AuditRow,
     DuplicateDecisionError,
     NewAudit,
     NewEvent,
@@ -185,6 +186,37 @@ async def _visible_run(svc: Services, principal: Principal, run_id: str, *, writ
     return run
 
 
+def _run_audit(principal: Principal, run: RunRow, action: str, **fields: Any) -> NewAudit:
+    """An audit row of `principal` acting on `run`."""
+    return NewAudit(
+        actor=principal.subject,
+        actor_kind=principal.kind,
+        action=action,
+        run_id=run.id,
+        patient_id=run.patient_id,
+        workflow=run.workflow,
+        **fields,
+    )
+
+
+async def _audit_read(svc: Services, principal: Principal, run: RunRow, action: str, **detail: Any) -> None:
+    """Audit `principal` reading `run` (its state or its events)."""
+    record = _RequestAudit(svc, principal, run_id=run.id, patient_id=run.patient_id, workflow=run.workflow)
+    record.scope.audit(action, **detail)
+    await record.save()
+
+
+def _queue_full() -> HTTPException:
+    return HTTPException(429, "the server's run queue is full; retry later", headers={"Retry-After": "5"})
+
+
+async def _current(svc: Services, run_id: str) -> RunOut:
+    """The run as stored now."""
+    run = await svc.store.get_run(run_id)
+    assert run is not None
+    return RunOut.from_row(run)
+
+
 def _workflow(svc: Services, name: str) -> Workflow:
     try:
         return svc.registry.get(name)
@@ -238,7 +270,7 @@ async def create_run(
     patient_id = workflow.patient_id(data)
     await _check_patient(svc, principal, patient_id, workflow=workflow.name)
     if not svc.pool.has_room():
-        raise HTTPException(429, "the server's run queue is full; retry later", headers={"Retry-After": "5"})
+        raise _queue_full()
     run_id = uuid.uuid4().hex
     if workflow.check is not None:
         record = _RequestAudit(svc, principal, run_id=run_id, patient_id=patient_id, workflow=workflow.name)
@@ -322,9 +354,7 @@ async def get_run(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     """A run's status, result (answer, citations, evidence, provenance) and pending approval."""
     svc = services(request)
     run = await _visible_run(svc, principal, run_id)
-    record = _RequestAudit(svc, principal, run_id=run.id, patient_id=run.patient_id, workflow=run.workflow)
-    record.scope.audit("run.read", status=run.status)
-    await record.save()
+    await _audit_read(svc, principal, run, "run.read", status=run.status)
     return RunOut.from_row(run)
 
 
@@ -350,9 +380,7 @@ async def run_events(
     run = await _visible_run(svc, principal, run_id)
     if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
         after = max(after, min(int(last_event_id), MAX_ID))
-    record = _RequestAudit(svc, principal, run_id=run.id, patient_id=run.patient_id, workflow=run.workflow)
-    record.scope.audit("run.events", after=after)
-    await record.save()
+    await _audit_read(svc, principal, run, "run.events", after=after)
     stream = sse_stream(
         svc.store,
         svc.bus,
@@ -398,13 +426,10 @@ async def decide(run_id: RunId, body: ApprovalIn, request: Request, principal: C
     if body.interrupt_id is not None and body.interrupt_id != interrupt_id:
         raise HTTPException(409, f"interrupt {body.interrupt_id} is not the pending one ({interrupt_id})")
     decision = body.decision()
-    audit = NewAudit(
-        actor=principal.subject,
-        actor_kind=principal.kind,
-        action="approval.decide",
-        run_id=run.id,
-        patient_id=run.patient_id,
-        workflow=run.workflow,
+    audit = _run_audit(
+        principal,
+        run,
+        "approval.decide",
         resources=[],
         detail={"action": body.action, "interrupt_id": interrupt_id, "reason": body.reason},
     )
@@ -442,15 +467,7 @@ async def cancel(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     run = await _visible_run(svc, principal, run_id, write=True)
     if run.status in TERMINAL_STATUSES:
         raise HTTPException(409, f"run {run.id} already {run.status}")
-    audit = NewAudit(
-        actor=principal.subject,
-        actor_kind=principal.kind,
-        action="run.cancel",
-        run_id=run.id,
-        patient_id=run.patient_id,
-        workflow=run.workflow,
-        detail={"status_before": run.status},
-    )
+    audit = _run_audit(principal, run, "run.cancel", detail={"status_before": run.status})
     idle = ("queued", "waiting_approval", "interrupted")
     updated = None
     if run.status in idle:
@@ -474,9 +491,7 @@ async def cancel(run_id: RunId, request: Request, principal: Caller) -> RunOut:
         await svc.store.add_audit([audit])
     svc.pool.cancel_local(run.id)
     svc.bus.notify(run.id)
-    current = await svc.store.get_run(run.id)
-    assert current is not None
-    return RunOut.from_row(current)
+    return await _current(svc, run.id)
 
 
 @router.post(
@@ -489,15 +504,7 @@ async def resume(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     """Continue an interrupted or failed run from its last checkpoint (completed steps are not repeated)."""
     svc = services(request)
     run = await _visible_run(svc, principal, run_id, write=True)
-    audit = NewAudit(
-        actor=principal.subject,
-        actor_kind=principal.kind,
-        action="run.resume",
-        run_id=run.id,
-        patient_id=run.patient_id,
-        workflow=run.workflow,
-        detail={"status_before": run.status},
-    )
+    audit = _run_audit(principal, run, "run.resume", detail={"status_before": run.status})
     if run.status in ("interrupted", "failed"):
         updated = await svc.store.transition(
             run.id,
@@ -514,7 +521,7 @@ async def resume(run_id: RunId, request: Request, principal: Caller) -> RunOut:
         if updated is None:
             raise HTTPException(409, f"run {run.id} changed state; fetch it again")
     elif run.status in ("queued", "running") and not svc.pool.has_room():
-        raise HTTPException(429, "the server's run queue is full; retry later", headers={"Retry-After": "5"})
+        raise _queue_full()
     elif run.status not in ("queued", "running"):
         raise HTTPException(409, f"run {run.id} is {run.status}; only interrupted or failed runs resume")
     else:
@@ -522,12 +529,8 @@ async def resume(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     try:
         svc.pool.submit(run.id, "resume")
     except QueueFullError:
-        raise HTTPException(
-            429, "the server's run queue is full; retry later", headers={"Retry-After": "5"}
-        ) from None
-    current = await svc.store.get_run(run.id)
-    assert current is not None
-    return RunOut.from_row(current)
+        raise _queue_full() from None
+    return await _current(svc, run.id)
 
 
 @router.get("/v1/workflows", response_model=list[WorkflowOut], tags=["workflows"], responses=_ERRORS)
@@ -541,13 +544,13 @@ async def list_workflows(request: Request, principal: Caller) -> list[WorkflowOu
     ]
 
 
-def _require_audit(principal: Principal) -> None:
-    if not principal.grants.audit:
-        raise ForbiddenError("reading the audit trail needs the `audit` scope", "audit")
+@dataclass
+class _AuditPage:
+    rows: list[AuditRow]
+    limit: int
 
 
-@router.get("/v1/audit", response_model=AuditList, tags=["audit"], responses=_ERRORS)
-async def audit_rows(
+async def _audit_page(
     request: Request,
     principal: Caller,
     run_id: Annotated[str | None, Query(pattern=RUN_ID_PATTERN)] = None,
@@ -555,16 +558,26 @@ async def audit_rows(
     action: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> AuditList:
-    """Audit rows in the order they were written: who, action, outcome, patient, run, resources, when."""
+) -> _AuditPage:
+    """The audit rows a query selects; 403 (audited) without the `audit` scope."""
     svc = services(request)
-    try:
-        _require_audit(principal)
-    except ForbiddenError as exc:
-        raise await _deny(svc, principal, exc) from None
+    if not principal.grants.audit:
+        raise await _deny(
+            svc, principal, ForbiddenError("reading the audit trail needs the `audit` scope", "audit")
+        )
     rows = await svc.store.list_audit(
         run_id=run_id, patient_id=patient_id, action=action, after_id=after, limit=limit
     )
+    return _AuditPage(rows, limit)
+
+
+AuditPage = Annotated[_AuditPage, Depends(_audit_page)]
+
+
+@router.get("/v1/audit", response_model=AuditList, tags=["audit"], responses=_ERRORS)
+async def audit_rows(page: AuditPage) -> AuditList:
+    """Audit rows in the order they were written: who, action, outcome, patient, run, resources, when."""
+    rows = page.rows
     entries = [
         {
             "id": r.id,
@@ -581,7 +594,7 @@ async def audit_rows(
         }
         for r in rows
     ]
-    return AuditList(entries=entries, next_after=rows[-1].id if len(rows) == limit else None)
+    return AuditList(entries=entries, next_after=rows[-1].id if len(rows) == page.limit else None)
 
 
 @router.get(
@@ -589,30 +602,14 @@ async def audit_rows(
     tags=["audit"],
     responses={**_ERRORS, 200: {"content": {"application/fhir+json": {}}, "description": "A FHIR Bundle."}},
 )
-async def audit_bundle(
-    request: Request,
-    principal: Caller,
-    run_id: Annotated[str | None, Query(pattern=RUN_ID_PATTERN)] = None,
-    patient_id: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> JSONResponse:
+async def audit_bundle(page: AuditPage) -> JSONResponse:
     """The same rows as FHIR R4 AuditEvent resources in a collection Bundle."""
-    svc = services(request)
-    try:
-        _require_audit(principal)
-    except ForbiddenError as exc:
-        raise await _deny(svc, principal, exc) from None
-    rows = await svc.store.list_audit(
-        run_id=run_id, patient_id=patient_id, action=action, after_id=after, limit=limit
-    )
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": utcnow().isoformat(),
-        "total": len(rows),
-        "entry": [{"fullUrl": f"urn:clinicflow:audit:{r.id}", "resource": audit_event(r)} for r in rows],
+        "total": len(page.rows),
+        "entry": [{"fullUrl": f"urn:clinicflow:audit:{r.id}", "resource": audit_event(r)} for r in page.rows],
     }
     return JSONResponse(bundle, media_type="application/fhir+json")
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from langchain_core.tools import BaseTool
 
 from clinicflow.agents.encounter import BiasTarget, UnknownBiasError, validate_bias
 from clinicflow.evals.agentclinic.report import build_report, write_report
+from clinicflow.evals.run_folder import RunConfigMismatchError, RunFolder, RunSummary, write_atomic
 from clinicflow.graphs.encounter import (
     EncounterCase,
     EncounterOutcome,
@@ -50,64 +49,21 @@ COMPARED_KEYS = (
 """Manifest keys a rerun into the same folder must match (limit and concurrency may change)."""
 
 
-class RunConfigMismatchError(ValueError):
-    """The output folder holds a run with a different configuration."""
-
-
-class RunStore:
+class RunStore(RunFolder):
     """The files of one run folder; results are appended one line per case, transcripts written whole."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.manifest_path = out_dir / "run.json"
-        self.results_path = out_dir / "results.jsonl"
+        super().__init__(out_dir, COMPARED_KEYS)
         self.transcripts = out_dir / "transcripts"
 
-    def open(self, manifest: Mapping[str, Any]) -> None:
+    def open(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create the folder, or check that the run already in it has the same configuration."""
         self.transcripts.mkdir(parents=True, exist_ok=True)
-        self._end_torn_line()
-        if self.manifest_path.exists():
-            try:
-                previous = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise RunConfigMismatchError(
-                    f"{self.manifest_path} is unreadable ({exc}); use a new --out"
-                ) from exc
-            changed = [k for k in COMPARED_KEYS if previous.get(k) != manifest.get(k)]
-            if changed:
-                detail = "; ".join(f"{k}: {previous.get(k)!r} -> {manifest.get(k)!r}" for k in changed)
-                raise RunConfigMismatchError(
-                    f"{self.out_dir} holds a run with a different configuration ({detail}); "
-                    "rerun with the same settings to resume, or choose a new --out"
-                )
-            return
-        if self.results_path.exists() and self.results_path.stat().st_size:
-            raise RunConfigMismatchError(f"{self.out_dir} holds results without run.json; choose a new --out")
-        _write_atomic(self.manifest_path, json.dumps(dict(manifest), indent=2, ensure_ascii=False) + "\n")
-
-    def _end_torn_line(self) -> None:
-        """Close a results line cut short by a kill, so the next line starts on its own."""
-        if not self.results_path.exists() or not self.results_path.stat().st_size:
-            return
-        with self.results_path.open("rb+") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
+        return super().open(manifest)
 
     def finished(self) -> dict[str, dict[str, Any]]:
         """Finished cases by id; a line cut short by a kill is ignored (that case runs again)."""
-        done: dict[str, dict[str, Any]] = {}
-        if not self.results_path.exists():
-            return done
-        for line in self.results_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("case_id"), str):
-                done[record["case_id"]] = record
-        return done
+        return {r["case_id"]: r for r in self.results() if isinstance(r.get("case_id"), str)}
 
     def transcript_path(self, case_id: str) -> Path:
         """Where a case's transcript lives."""
@@ -116,29 +72,8 @@ class RunStore:
     def record(self, result: Mapping[str, Any], transcript: Sequence[Utterance]) -> None:
         """Write the transcript, then append and fsync the results line that marks the case finished."""
         body = "".join(json.dumps(u, ensure_ascii=False) + "\n" for u in transcript)
-        _write_atomic(self.transcript_path(str(result["case_id"])), body)
-        with self.results_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(dict(result), ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-@dataclass
-class RunSummary:
-    """What a run did: cases run now, skipped as already finished, failed; the report and its files."""
-
-    out_dir: Path
-    ran: int
-    skipped: int
-    failures: list[dict[str, str]]
-    report: dict[str, Any]
-    paths: dict[str, Path] = field(default_factory=dict)
+        write_atomic(self.transcript_path(str(result["case_id"])), body)
+        self.append(result)
 
 
 def _result_line(case: EncounterCase, outcome: EncounterOutcome, elapsed: float) -> dict[str, Any]:
@@ -196,8 +131,7 @@ async def run_agentclinic(
     }
     manifest.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     store = RunStore(out_dir)
-    store.open(manifest)
-    manifest = json.loads(store.manifest_path.read_text(encoding="utf-8"))
+    manifest = store.open(manifest)
 
     done = store.finished()
     pending = [case for case in cases if case.case_id not in done]

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from clinicflow.evals.ehrqa.questions import Question, write_questions
 from clinicflow.evals.ehrqa.report import build_report, write_report
+from clinicflow.evals.run_folder import RunConfigMismatchError, RunFolder, RunSummary
 
 __all__ = [
     "COMPARED_KEYS",
@@ -46,10 +44,6 @@ COMPARED_KEYS = ("questions_sha256", "model", "seed", "per_patient", "context_to
 Answerer = Callable[[Question], Awaitable[dict[str, Any]]]
 
 
-class RunConfigMismatchError(ValueError):
-    """The output folder holds a run with a different configuration."""
-
-
 def questions_digest(questions: Sequence[Question]) -> str:
     """SHA-256 over the question ids, texts and answers."""
     h = hashlib.sha256()
@@ -58,83 +52,20 @@ def questions_digest(questions: Sequence[Question]) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class RunStore:
+class RunStore(RunFolder):
     """The files of one run folder; results are appended one line per (question, mode)."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.manifest_path = out_dir / "run.json"
-        self.results_path = out_dir / "results.jsonl"
+        super().__init__(out_dir, COMPARED_KEYS)
         self.questions_path = out_dir / "questions.jsonl"
-
-    def open(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Create the folder, or check that the run already in it has the same configuration."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.manifest_path.exists():
-            try:
-                previous = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise RunConfigMismatchError(
-                    f"{self.manifest_path} is unreadable ({exc}); use a new --out"
-                ) from exc
-            changed = [k for k in COMPARED_KEYS if previous.get(k) != manifest.get(k)]
-            if changed:
-                detail = "; ".join(f"{k}: {previous.get(k)!r} -> {manifest.get(k)!r}" for k in changed)
-                raise RunConfigMismatchError(
-                    f"{self.out_dir} holds a run with a different configuration ({detail}); "
-                    "rerun with the same settings to resume, or choose a new --out"
-                )
-            merged: dict[str, Any] = {**previous, **{k: v for k, v in manifest.items() if k not in previous}}
-            return merged
-        if self.results_path.exists() and self.results_path.stat().st_size:
-            raise RunConfigMismatchError(f"{self.out_dir} holds results without run.json; choose a new --out")
-        _write_atomic(self.manifest_path, json.dumps(dict(manifest), indent=2, ensure_ascii=False) + "\n")
-        return dict(manifest)
 
     def finished(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Finished results by (question id, mode); a line cut short by a kill is ignored."""
-        done: dict[tuple[str, str], dict[str, Any]] = {}
-        if not self.results_path.exists():
-            return done
-        for line in self.results_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("question_id"), str):
-                done[(record["question_id"], str(record.get("mode")))] = record
-        return done
-
-    def record(self, result: Mapping[str, Any]) -> None:
-        """Append and fsync one results line (after a line a kill cut short, on a line of its own)."""
-        text = json.dumps(dict(result), ensure_ascii=False, default=str) + "\n"
-        if self.results_path.exists() and self.results_path.stat().st_size:
-            with self.results_path.open("rb") as existing:
-                existing.seek(-1, os.SEEK_END)
-                if existing.read(1) != b"\n":
-                    text = "\n" + text
-        with self.results_path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-@dataclass
-class RunSummary:
-    """What a run did: answered now, skipped as finished, failed; the report and its files."""
-
-    out_dir: Path
-    ran: int
-    skipped: int
-    failures: list[dict[str, str]]
-    report: dict[str, Any]
-    paths: dict[str, Path] = field(default_factory=dict)
+        return {
+            (r["question_id"], str(r.get("mode"))): r
+            for r in self.results()
+            if isinstance(r.get("question_id"), str)
+        }
 
 
 def _line(question: Question, mode: Mode, result: Mapping[str, Any], elapsed: float) -> dict[str, Any]:
@@ -193,7 +124,7 @@ async def run_ehrqa(
                 )
                 return
             line = _line(question, mode, result, time.perf_counter() - started)
-            store.record(line)
+            store.append(line)
             ran += 1
             if on_result is not None:
                 on_result(line)

@@ -7,16 +7,12 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from clinicflow.agents.ehr_qa import FINISH_TOOL_NAME, citations_in
 from clinicflow.evals.ehrqa.questions import Question
+from tests.fakes import FakeChatModel
 
 __all__ = ["OracleChatModel", "question_text"]
 
@@ -37,7 +33,7 @@ def question_text(messages: Sequence[BaseMessage]) -> tuple[str, str]:
     return body, ""
 
 
-class OracleChatModel(BaseChatModel):
+class OracleChatModel(FakeChatModel):
     """Answers the `active` question (set it before each run: texts repeat across patients) with its gold
     calls and gold answer; counts the calls it answers."""
 
@@ -56,16 +52,6 @@ class OracleChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "ehrqa-oracle"
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Any | BaseTool],
-        *,
-        tool_choice: str | None = None,
-        **kw: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
-        return self.bind(tool_names=names, tool_choice=tool_choice, **kw)
 
     def _reply(self, messages: list[BaseMessage], tool_names: list[str]) -> AIMessage:
         text, rest = question_text(messages)
@@ -101,9 +87,10 @@ class OracleChatModel(BaseChatModel):
             return AIMessage("", tool_calls=[ToolCall(name="final_answer", args=args, id="answer")])
         return AIMessage(q.answer_text)
 
-    def _result(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
+    def _next(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         self.calls += 1
-        reply = self._reply(messages, list(kwargs.get("tool_names") or []))
+        tool_names = [t["function"]["name"] for t in kwargs.get("tools") or []]
+        reply = self._reply(messages, tool_names)
         tokens_in = sum(math.ceil(len(m.text) / 4) for m in messages)
         tokens_out = math.ceil((len(reply.text) + len(str(reply.tool_calls))) / 4)
         reply.usage_metadata = {
@@ -112,21 +99,3 @@ class OracleChatModel(BaseChatModel):
             "total_tokens": tokens_in + tokens_out,
         }
         return ChatResult(generations=[ChatGeneration(message=reply)])
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._result(messages, kwargs)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._result(messages, kwargs)

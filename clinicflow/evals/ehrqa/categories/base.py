@@ -15,7 +15,7 @@ import json
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from clinicflow.evals.ehrqa.facts import Concept, PatientFacts, core_name, norm_text
 from clinicflow.evals.ehrqa.questions import AnswerKind, Category, GoldCall, Question
@@ -72,6 +72,30 @@ def search_code(concept: Concept) -> str:
     if any(ch.isdigit() for ch in concept.code):
         return concept.code
     return f"{concept.system}|{concept.code}"
+
+
+class CodedFact(Protocol):
+    """A fact of the record: its concept (None when uncoded) and every name it carries."""
+
+    @property
+    def concept(self) -> Concept | None: ...
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+
+class CodeGroup(Protocol):
+    """The facts of one code, as a builder groups them."""
+
+    @property
+    def concept(self) -> Concept: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+FactT = TypeVar("FactT", bound=CodedFact)
+GroupT = TypeVar("GroupT", bound=CodeGroup)
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,30 @@ class Context:
             seen.add(concept.code)
             out.append(concept)
         return out
+
+    def code_groups(
+        self, family: str, facts: Iterable[FactT], group: Callable[[Concept, list[FactT]], GroupT]
+    ) -> list[GroupT]:
+        """Facts grouped by code, sorted by name: only codes with a display that no other code shares,
+        none tainted in `family`."""
+        by_code: dict[str, list[FactT]] = {}
+        name_codes: dict[str, set[str]] = {}
+        for fact in facts:
+            if fact.concept is None:
+                continue
+            by_code.setdefault(fact.concept.code, []).append(fact)
+            for name in fact.names:
+                name_codes.setdefault(name, set()).add(fact.concept.code)
+        groups = []
+        for code, members in by_code.items():
+            concept = members[0].concept
+            assert concept is not None
+            if not concept.display or self.facts.is_tainted(family, code):
+                continue
+            if any(len(name_codes.get(n, set())) > 1 for n in members[0].names):
+                continue
+            groups.append(group(concept, members))
+        return sorted(groups, key=lambda g: (g.name.casefold(), g.concept.code))
 
     def _visible(self, gold_ids: Sequence[str], calls: list[GoldCall]) -> list[GoldCall] | None:
         calls = list(calls)

@@ -52,24 +52,7 @@ class CondGroup:
 
 def condition_groups(ctx: Context) -> list[CondGroup]:
     """Conditions grouped by code: only codes with a display that no other code shares, none tainted."""
-    by_code: dict[str, list[ConditionFact]] = {}
-    name_codes: dict[str, set[str]] = {}
-    for fact in ctx.facts.conditions:
-        if fact.concept is None:
-            continue
-        by_code.setdefault(fact.concept.code, []).append(fact)
-        for name in fact.names:
-            name_codes.setdefault(name, set()).add(fact.concept.code)
-    groups = []
-    for code, facts in by_code.items():
-        concept = facts[0].concept
-        assert concept is not None
-        if not concept.display or ctx.facts.is_tainted("condition", code):
-            continue
-        if any(len(name_codes.get(n, set())) > 1 for n in facts[0].names):
-            continue
-        groups.append(CondGroup(concept, facts))
-    return sorted(groups, key=lambda g: (g.name.casefold(), g.concept.code))
+    return ctx.code_groups("condition", ctx.facts.conditions, CondGroup)
 
 
 def _newest(ctx: Context, refs: Sequence[str], call: GoldCall) -> list[str]:

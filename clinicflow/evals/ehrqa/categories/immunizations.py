@@ -48,24 +48,7 @@ class VaxGroup:
 
 def vaccine_groups(ctx: Context) -> list[VaxGroup]:
     """Doses grouped by vaccine code: codes with a display no other code shares, none tainted."""
-    by_code: dict[str, list[ImmunizationFact]] = {}
-    name_codes: dict[str, set[str]] = {}
-    for fact in ctx.facts.immunizations:
-        if fact.concept is None:
-            continue
-        by_code.setdefault(fact.concept.code, []).append(fact)
-        for name in fact.names:
-            name_codes.setdefault(name, set()).add(fact.concept.code)
-    groups = []
-    for code, facts in by_code.items():
-        concept = facts[0].concept
-        assert concept is not None
-        if not concept.display or ctx.facts.is_tainted("vaccine", code):
-            continue
-        if any(len(name_codes.get(n, set())) > 1 for n in facts[0].names):
-            continue
-        groups.append(VaxGroup(concept, facts))
-    return sorted(groups, key=lambda g: (g.name.casefold(), g.concept.code))
+    return ctx.code_groups("vaccine", ctx.facts.immunizations, VaxGroup)
 
 
 def immunization_date(ctx: Context) -> list[Question]:

@@ -76,24 +76,7 @@ class MedGroup:
 
 def medication_groups(ctx: Context) -> list[MedGroup]:
     """Prescriptions grouped by code: codes with a display no other code shares, none tainted."""
-    by_code: dict[str, list[MedicationFact]] = {}
-    name_codes: dict[str, set[str]] = {}
-    for fact in ctx.facts.medications:
-        if fact.concept is None:
-            continue
-        by_code.setdefault(fact.concept.code, []).append(fact)
-        for name in fact.names:
-            name_codes.setdefault(name, set()).add(fact.concept.code)
-    groups = []
-    for code, facts in by_code.items():
-        concept = facts[0].concept
-        assert concept is not None
-        if not concept.display or ctx.facts.is_tainted("medication", code):
-            continue
-        if any(len(name_codes.get(n, set())) > 1 for n in facts[0].names):
-            continue
-        groups.append(MedGroup(concept, facts))
-    return sorted(groups, key=lambda g: (g.name.casefold(), g.concept.code))
+    return ctx.code_groups("medication", ctx.facts.medications, MedGroup)
 
 
 def _all_usable(ctx: Context, groups: Sequence[MedGroup]) -> bool:
