@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from clinicflow.fhir import FhirClient, FhirError, FhirValidationError, parse_resource
+from clinicflow.fhir.loader import fhir_files, fhir_records
 
 __all__ = [
     "PATIENT_FIELDS",
@@ -53,7 +54,6 @@ VALIDATED_TYPES = frozenset(
 )
 """Types parsed against the R4 models before use (the loader parses all); others need only a known type."""
 
-_ENTRY_BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "searchset"})
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _RELATIVE_RE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 _ABSOLUTE_RE = re.compile(r"^https?://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
@@ -112,49 +112,15 @@ class _Entry:
     full_url: str | None
 
 
-def _files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".json", ".ndjson")]
-    return sorted(found)
-
-
 def _entries(file: Path, skipped: list[str]) -> Iterator[_Entry]:
-    if file.suffix.lower() == ".ndjson":
-        with file.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError:
-                    skipped.append(f"{file}: line {n}: not valid JSON")
-                    continue
-                if isinstance(data, dict):
-                    yield _Entry(file, f"line {n}", data, None)
-        return
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        skipped.append(f"{file}: not valid JSON")
-        return
-    if not isinstance(data, dict):
-        skipped.append(f"{file}: not a FHIR resource or Bundle")
-        return
-    if data.get("resourceType") != "Bundle":
-        yield _Entry(file, None, data, None)
-        return
-    if data.get("type") not in _ENTRY_BUNDLE_TYPES or not isinstance(data.get("entry"), list):
-        skipped.append(f"{file}: Bundle of type {data.get('type')!r} is not read")
-        return
-    for i, entry in enumerate(data["entry"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-            continue
-        method = ((entry.get("request") or {}).get("method") or "PUT").upper()
-        if method not in ("POST", "PUT"):
-            continue
-        full_url = entry.get("fullUrl")
-        yield _Entry(file, f"entry {i}", entry["resource"], full_url if isinstance(full_url, str) else None)
+    """The file's resources as the loader reads them; what it cannot read is named in `skipped`."""
+    for location, resource, full_url, issue in fhir_records(file):
+        if issue is not None:
+            skipped.append(str(issue))
+        elif isinstance(resource, dict):
+            yield _Entry(file, location, resource, full_url)
+        else:
+            skipped.append(f"{file}: {location or 'resource'}: not a FHIR resource (expected a JSON object)")
 
 
 def _source_id(entry: _Entry) -> str:
@@ -287,7 +253,7 @@ def records_from_resources(
 
 
 def read_records(path: Path | str) -> RecordSet:
-    """Read every *.json (Bundle or resource) and *.ndjson file under `path` into patient records."""
+    """Read every *.json (Bundle or resource) and *.ndjson file (or .gz) under `path` into patient records."""
     root = Path(path)
     if not root.exists():
         raise RecordsError(f"No such file or folder: {root}")
@@ -295,7 +261,7 @@ def read_records(path: Path | str) -> RecordSet:
     entries: list[_Entry] = []
     index = _Index()
     seen: set[str] = set()
-    for file in _files(root):
+    for file in fhir_files(root):
         local: dict[str, str] = {}
         for entry in _entries(file, skipped):
             if not _valid(entry.resource):
