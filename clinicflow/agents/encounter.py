@@ -255,6 +255,15 @@ def _dialogue(lines: Sequence[DialogueLine]) -> str:
     return "\n".join(f"{speaker}: {text}" for speaker, text in lines) or "(nothing yet)"
 
 
+TEXT_ONLY_IMAGE_NOTE = "(This case has an image, but the doctor's model is text-only and cannot see it.)"
+
+
+def _takes_images(model: BaseChatModel) -> bool:
+    """Whether the model says it takes images; models that do not say are assumed to (OpenAI-style)."""
+    takes = getattr(model, "takes_images", None)
+    return bool(takes()) if callable(takes) else True
+
+
 def _image_block(path: Path) -> dict[str, Any]:
     mime = mimetypes.guess_type(path.name)[0] or "image/png"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -321,8 +330,10 @@ class DoctorAgent:
             user += f"{FINAL_QUESTION}\n"
         user += "Now continue the dialogue.\nDoctor:"
         content: str | list[str | dict[str, Any]] = user
-        if image is not None:
+        if image is not None and _takes_images(self.model):
             content = [{"type": "text", "text": user}, _image_block(image)]
+        elif image is not None:
+            image_note = TEXT_ONLY_IMAGE_NOTE
         system = self.system_prompt(objective=objective, asked=asked, image_note=image_note)
         return [SystemMessage(system), HumanMessage(content=content)]
 

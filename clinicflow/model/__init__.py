@@ -3,7 +3,8 @@
 `load_chat_model(settings)` picks the backend: an OpenAI-compatible URL, else a local model folder,
 else the CPU default Gemma 3 270M (converted once into the cache dir). Tools are bound with
 `bind_tools(tools, tool_choice=...)`; replies carry validated `tool_calls` or `invalid_tool_calls`
-with the error, and `usage_metadata` with token counts.
+with the error, and `usage_metadata` with token counts. Messages may carry images (a local file, a
+data URL or a FHIR Attachment; see `clinicflow.model.image_inputs`) for a Gemma 3 multimodal model.
 """
 
 from __future__ import annotations

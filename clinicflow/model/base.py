@@ -34,6 +34,10 @@ class PromptToolChatModel(BaseChatModel):
     max_new_tokens: int = 256
     """Upper bound on generated tokens per reply."""
 
+    def takes_images(self) -> bool:
+        """Whether images in messages reach the model; a text-only model refuses them."""
+        return False
+
     def bind_tools(
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],

@@ -1,7 +1,8 @@
 """Batching of concurrent generation requests: many graph runs share one model and one `generate` call.
 
 A `BatchScheduler` thread collects the requests that arrive within a few milliseconds of each other
-and runs each group (same sampling settings and stop strings) as one left-padded batched `generate`.
+and runs each group (same sampling settings and stop strings) as one left-padded batched `generate`;
+requests with images (`pixel_values`) share it with text requests.
 Each row keeps its own token limit (`RowLimits`), its own grammar (`BatchedGrammarProcessor`) and its
 own token callback (`RowStreamer`), so a constrained call and a free reply can share a batch.
 transformers' own continuous batching (`generate_batch`) takes no custom logits processors, and was
@@ -42,6 +43,8 @@ class GenerationRequest:
     stop_strings: tuple[str, ...] = ()
     on_token: Callable[[int], None] | None = None
     """Called from the scheduler thread with each new token id of this row, as it is decoded."""
+    pixel_values: Any = None
+    """The processor's pixel tensor of this prompt's images (one per image, in prompt order), or None."""
 
     def group_key(self) -> tuple[float, tuple[str, ...]]:
         """Requests with the same key can share one `generate` call."""

@@ -5,6 +5,8 @@ that rejects those fields (400/422) is asked again with the prompt protocol of
 `clinicflow.model.tool_calls` (and, when a call is required, a `response_format` JSON schema, which
 vLLM, llama-server and Ollama use to constrain decoding); a server that answers a call as text is
 parsed tolerantly. One `httpx.Client` and one `httpx.AsyncClient` per model, reused by every request.
+Images in user messages (any shape `clinicflow.model.image_inputs` reads) go out as OpenAI
+`image_url` parts holding base64 data URLs, so the server needs no access to the client's files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
@@ -28,6 +30,7 @@ from clinicflow.model.errors import (
     ModelResponseError,
     ModelTimeoutError,
 )
+from clinicflow.model.image_inputs import image_data_url, is_image_block
 from clinicflow.model.prompting import chat_turns, message_text
 from clinicflow.model.tool_calls import (
     ToolSpec,
@@ -69,6 +72,9 @@ class OpenAIChatModel(PromptToolChatModel):
     temperature: float = 0.0
     tool_protocol: Literal["native", "prompt"] = "native"
     """`native` sends `tools` (falling back to `prompt` if the server refuses); `prompt` never does."""
+    images: bool = True
+    """Whether the served model takes images (MedGemma 4B does, 27B text does not)."""
+
     transport: Any = Field(default=None, exclude=True, repr=False)
     """An httpx transport serving both clients (tests pass `httpx.MockTransport`)."""
 
@@ -77,6 +83,9 @@ class OpenAIChatModel(PromptToolChatModel):
     _aclient_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
     _native_refused: bool = PrivateAttr(default=False)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def takes_images(self) -> bool:
+        return self.images
 
     @property
     def _llm_type(self) -> str:
@@ -324,11 +333,21 @@ def _native_message(message: BaseMessage) -> dict[str, Any]:
         elif out["content"] is None:
             out["content"] = ""
         return out
-    if isinstance(message, HumanMessage) and isinstance(message.content, list):
-        parts = [p for p in message.content if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
-        if len(parts) == len(message.content):
-            return {"role": "user", "content": parts}
+    if isinstance(message.content, list) and any(is_image_block(p) for p in message.content):
+        parts = [_openai_part(p) for p in message.content]
+        return {"role": "user", "content": [p for p in parts if p is not None]}
     return {"role": "user", "content": message_text(message.content)}
+
+
+def _openai_part(part: str | dict[str, Any]) -> dict[str, Any] | None:
+    """A content block as an OpenAI part: text, or an image as a data URL (None for other blocks)."""
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if part.get("type") == "text":
+        return {"type": "text", "text": str(part.get("text", ""))}
+    if is_image_block(part):
+        return {"type": "image_url", "image_url": {"url": image_data_url(part)}}
+    return None
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -5,6 +5,8 @@ One model process per GPU box, shared by many graph workers through `OpenAIChatM
 (`json_schema` / `json_object`, grammar-constrained) and `stream` (server-sent events; text streams
 token by token, a reply with tools or a schema comes as one delta once complete). Concurrent
 requests are batched by the backend. Bad requests get a 400 with an OpenAI-style error body.
+Message content may be a list of OpenAI parts: `image_url` parts reach the chat model as sent, and
+an image the model cannot take (a web URL, bad data, a text-only model) is a 400 that says why.
 """
 
 from __future__ import annotations

@@ -1,11 +1,18 @@
 """In-process backend: a Hugging Face model folder run with transformers, CUDA when present, else CPU.
 
-Serves the CPU default (Gemma 3 270M) and MedGemma 27B text-it / 4B-it (text only for now) from a
-local folder. Each folder is loaded once per process and shared by every `TransformersChatModel` on
-it; concurrent requests are collected by the model's `BatchScheduler` into batched `generate` calls
-(see `clinicflow.model.batching`; `clinicflow.model.engine` for the CUDA fast path and CPU int8).
+Serves the CPU default (Gemma 3 270M) and MedGemma 27B text-it / 4B-it from a local folder. Each
+folder is loaded once per process and shared by every `TransformersChatModel` on it; concurrent
+requests are collected by the model's `BatchScheduler` into batched `generate` calls (see
+`clinicflow.model.batching`; `clinicflow.model.engine` for the CUDA fast path and CPU int8).
 When a tool call is required (`tool_choice` `any` or a tool name), or a `json_schema` is given,
 decoding is constrained by that JSON schema (see `clinicflow.model.grammar`), so the reply parses.
+
+A Gemma 3 multimodal folder (config `model_type` `gemma3` with a `vision_config`, as MedGemma 4B-it)
+is loaded with the image-text-to-text auto class and its `AutoProcessor`: images in the messages
+(see `clinicflow.model.image_inputs`) become `<start_of_image>` in the prompt, which the processor
+expands into the image's soft tokens, and their `pixel_values` go to `generate`. Image requests
+batch with each other and with text requests. A text-only model refuses images with a
+`ModelInputError`.
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import AIMessageChunk, BaseMessage
@@ -28,8 +35,12 @@ from clinicflow.model.base import PromptToolChatModel, usage
 from clinicflow.model.batching import BatchScheduler, GenerationOutput, GenerationRequest
 from clinicflow.model.engine import EngineOptions, Quantization
 from clinicflow.model.errors import ModelDependencyError, ModelInputError, ModelLoadError, ModelNotFoundError
-from clinicflow.model.prompting import GEMMA3_CHAT_TEMPLATE, chat_turns, render_chat
+from clinicflow.model.image_inputs import load_image
+from clinicflow.model.prompting import GEMMA3_CHAT_TEMPLATE, chat_turns, image_blocks, render_chat
 from clinicflow.model.tool_calls import ToolSpec, allowed_tools, call_json_schema, tool_prompt
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["LoadedModel", "TransformersChatModel", "check_model_folder", "default_dtype", "load_model_folder"]
 
@@ -40,7 +51,7 @@ _cache_lock = threading.Lock()
 
 @dataclass
 class LoadedModel:
-    """A model and tokenizer in memory, shared by every chat model on the same folder and device."""
+    """A model and tokenizer (and processor, if multimodal) in memory, shared by every chat model on it."""
 
     path: str
     model: Any
@@ -56,6 +67,10 @@ class LoadedModel:
     """Longest prompt plus reply the model takes, in tokens."""
     quantization: Quantization = "none"
     options: EngineOptions = field(default_factory=EngineOptions)
+    processor: Any = None
+    """The Gemma 3 processor of a multimodal folder; None for a text-only model."""
+    image_token_id: int | None = None
+    """Id of the image soft token the processor puts in the prompt (multimodal only)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held while the model runs a batch."""
     _ll_tokenizer: Any = field(default=None, repr=False)
@@ -75,6 +90,32 @@ class LoadedModel:
 
         with self.lock:
             return generate_batch(self, requests)
+
+    def encode(self, prompt: str, images: Sequence[Image.Image] = ()) -> tuple[list[int], Any]:
+        """Prompt token ids and, with images, their pixel values (the processor expands each marker)."""
+        if not images:
+            ids: list[int] = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            pixel_values = None
+        else:
+            try:
+                inputs = self.processor(
+                    text=prompt, images=[list(images)], return_tensors="pt", add_special_tokens=False
+                )
+            except ValueError as exc:
+                raise ModelInputError(
+                    f"the prompt's image markers do not match the number of images ({len(images)}); "
+                    f"is {self.processor.boi_token} written in the message text? {exc}"
+                ) from exc
+            ids = inputs["input_ids"][0].tolist()
+            pixel_values = inputs["pixel_values"]
+        if self.image_token_id is not None:
+            expected = 0 if pixel_values is None else len(pixel_values) * self.processor.image_seq_length
+            if ids.count(self.image_token_id) != expected:
+                raise ModelInputError(
+                    "the message text holds image soft tokens of its own; remove "
+                    f"{self.tokenizer.convert_ids_to_tokens(self.image_token_id)} from it"
+                )
+        return ids, pixel_values
 
     def ll_tokenizer(self) -> Any:
         """The llguidance tokenizer, built once on first use (it takes seconds)."""
@@ -201,6 +242,10 @@ class TransformersChatModel(PromptToolChatModel):
             fast_path=self.fast_path,
         )
 
+    def takes_images(self) -> bool:
+        """True for a multimodal folder (MedGemma 4B): it loaded with a Gemma 3 processor."""
+        return self.load().processor is not None
+
     def context_limit(self, loaded: LoadedModel) -> int:
         """Longest prompt plus reply this model takes, in tokens."""
         if self.max_context_tokens:
@@ -216,12 +261,17 @@ class TransformersChatModel(PromptToolChatModel):
     ) -> ChatResult:
         loaded = self.load()
         specs, choice = self._tool_setup(kwargs)
-        prompt = render_chat(
-            chat_turns(messages, tool_prompt(specs, choice)), loaded.chat_template, bos_token=loaded.bos_token
-        )
+        prompt, images = self._prompt(loaded, messages, tool_prompt(specs, choice))
         max_new_tokens = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         text, stats = self._complete(
-            loaded, prompt, specs, choice, stop, max_new_tokens, json_schema=kwargs.get("json_schema")
+            loaded,
+            prompt,
+            specs,
+            choice,
+            stop,
+            max_new_tokens,
+            images=images,
+            json_schema=kwargs.get("json_schema"),
         )
         return self._result(
             text,
@@ -265,7 +315,7 @@ class TransformersChatModel(PromptToolChatModel):
             )
             return
         loaded = await asyncio.to_thread(self.load)
-        prompt = render_chat(chat_turns(messages), loaded.chat_template, bos_token=loaded.bos_token)
+        prompt, images = await asyncio.to_thread(self._prompt, loaded, messages)
         max_new_tokens = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[int] = asyncio.Queue()
@@ -275,7 +325,15 @@ class TransformersChatModel(PromptToolChatModel):
 
         task = asyncio.ensure_future(
             asyncio.to_thread(
-                self._complete, loaded, prompt, [], "none", stop, max_new_tokens, on_token=on_token
+                self._complete,
+                loaded,
+                prompt,
+                [],
+                "none",
+                stop,
+                max_new_tokens,
+                images=images,
+                on_token=on_token,
             )
         )
         decoder = _IncrementalText(loaded.tokenizer, loaded.stop_ids, stop or [])
@@ -299,6 +357,22 @@ class TransformersChatModel(PromptToolChatModel):
             )
         )
 
+    @staticmethod
+    def _prompt(
+        loaded: LoadedModel, messages: Sequence[BaseMessage], tool_section: str = ""
+    ) -> tuple[str, list[Image.Image]]:
+        """The prompt text and the images its markers stand for, in order."""
+        blocks = image_blocks(messages)
+        if blocks and loaded.processor is None:
+            raise ModelInputError(
+                f"the model in {loaded.path} takes no images: it is a text-only model; send the "
+                "messages without images, or load a Gemma 3 multimodal folder such as MedGemma 4B-it"
+            )
+        images = [load_image(block) for block in blocks]
+        marker = loaded.processor.boi_token if loaded.processor is not None else None
+        turns = chat_turns(messages, tool_section, image_marker=marker)
+        return render_chat(turns, loaded.chat_template, bos_token=loaded.bos_token), images
+
     def _complete(
         self,
         loaded: LoadedModel,
@@ -308,12 +382,13 @@ class TransformersChatModel(PromptToolChatModel):
         stop: list[str] | None,
         max_new_tokens: int,
         *,
+        images: Sequence[Image.Image] = (),
         json_schema: dict[str, Any] | None = None,
         on_token: Callable[[int], None] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Generate a reply to the prompt text through the batch scheduler: the text and its statistics."""
         tokenizer = loaded.tokenizer
-        prompt_ids: list[int] = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids, pixel_values = loaded.encode(prompt, images)
         limit = self.context_limit(loaded)
         if len(prompt_ids) + max_new_tokens > limit:
             raise ModelInputError(
@@ -355,6 +430,7 @@ class TransformersChatModel(PromptToolChatModel):
             temperature=self.temperature,
             stop_strings=tuple(stop or ()),
             on_token=on_token,
+            pixel_values=pixel_values,
         )
         scheduler = loaded.scheduler(max_batch=self.max_batch, window_s=self.batch_window_ms / 1000)
         output = scheduler.generate(request)
@@ -371,6 +447,7 @@ class TransformersChatModel(PromptToolChatModel):
         stats: dict[str, Any] = {
             "input_tokens": len(prompt_ids),
             "output_tokens": len(forced) + len(generated),
+            "images": len(images),
             "finish_reason": finish_reason,
             "constrained": matcher is not None,
             "forced_tokens": len(forced),
@@ -433,18 +510,33 @@ def _load(
 ) -> LoadedModel:
     torch = _import("torch")
     _import("transformers")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
 
     started = time.perf_counter()
+    processor = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(
+        multimodal = _is_gemma3_multimodal(AutoConfig.from_pretrained(str(folder)))
+        if multimodal:
+            processor = AutoProcessor.from_pretrained(str(folder))
+            tokenizer = processor.tokenizer
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        auto_class = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+        model = auto_class.from_pretrained(
             str(folder),
             dtype=getattr(torch, dtype),
             device_map=device if device.startswith("cuda") else None,
         )
     except Exception as exc:
         raise ModelLoadError(f"could not load the model in {folder}: {exc}") from exc
+    if processor is not None:
+        _check_processor(folder, processor, model.config)
     if not device.startswith("cuda"):
         model = model.to(device)  # type: ignore[arg-type]
     model.eval()
@@ -468,7 +560,31 @@ def _load(
         context_length=int(getattr(text_config, "max_position_embeddings", None) or 8192),
         quantization=quantization,
         options=options,
+        processor=processor,
+        image_token_id=model.config.image_token_id if processor is not None else None,
     )
+
+
+def _is_gemma3_multimodal(config: Any) -> bool:
+    """True for a Gemma 3 image-text config (MedGemma 4B-it), not for a text-only Gemma 3."""
+    is_gemma3 = getattr(config, "model_type", None) == "gemma3"
+    return is_gemma3 and getattr(config, "vision_config", None) is not None
+
+
+def _check_processor(folder: Path, processor: Any, config: Any) -> None:
+    """Raise ModelLoadError unless the processor writes the image tokens the model replaces."""
+    if not getattr(processor, "boi_token", None) or not getattr(processor, "image_seq_length", None):
+        raise ModelLoadError(
+            f"the Gemma 3 multimodal model in {folder} needs a Gemma 3 processor, not "
+            f"{type(processor).__name__}; add its processor and preprocessor config files"
+        )
+    token_id = processor.tokenizer.image_token_id
+    if token_id != config.image_token_id or processor.image_seq_length != config.mm_tokens_per_image:
+        raise ModelLoadError(
+            f"the processor and the model in {folder} disagree on images: image token {token_id} and "
+            f"{processor.image_seq_length} tokens per image vs the model's {config.image_token_id} and "
+            f"{config.mm_tokens_per_image}"
+        )
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.tools import tool
 from langgraph.prebuilt import InjectedState
 
-from clinicflow.agents.encounter import FINAL_QUESTION
+from clinicflow.agents.encounter import FINAL_QUESTION, TEXT_ONLY_IMAGE_NOTE
 from clinicflow.graphs.encounter import (
     EncounterCase,
     build_encounter_graph,
@@ -257,3 +257,17 @@ async def test_nejm_image_goes_to_the_doctor_only_and_a_missing_one_is_stated(tm
     without = EncounterCase(**{**CASE.__dict__, "image_note": note})
     await run_encounter(build_encounter_graph(models, max_turns=1), without)
     assert note in models.doctor.calls[0].messages[0].text
+
+
+async def test_a_text_only_doctor_model_gets_a_note_instead_of_the_image(tmp_path: Path) -> None:
+    image = tmp_path / "case.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    models = role_models(doctor=lambda m: "Where is the rash?")
+    object.__setattr__(models.doctor, "takes_images", lambda: False)
+    await run_encounter(
+        build_encounter_graph(models, max_turns=1), EncounterCase(**{**CASE.__dict__, "image": image})
+    )
+
+    system, user = models.doctor.calls[0].messages[:2]
+    assert isinstance(user.content, str)
+    assert TEXT_ONLY_IMAGE_NOTE in system.text

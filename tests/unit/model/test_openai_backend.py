@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+from base64 import b64decode, b64encode
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from PIL import Image
 from pydantic import BaseModel
 
 from clinicflow.model import (
     ModelConnectionError,
+    ModelInputError,
     ModelResponseError,
     ModelTimeoutError,
     OpenAIChatModel,
@@ -244,9 +249,15 @@ async def test_an_unreachable_server_is_named_async() -> None:
     await chat.aclose()
 
 
+def png(color: tuple[int, int, int] = (10, 120, 200)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (3, 2), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_without_tools_messages_go_out_natively_with_their_images() -> None:
     server = Server((200, completion({"content": "A chest X-ray."})))
-    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64encode(png()).decode()}"}}
     question = HumanMessage(content=[{"type": "text", "text": "What is this?"}, image])  # type: ignore[list-item]
     reply = model(server).invoke([SystemMessage("You are a radiologist."), question])
     payload = server.payloads[0]
@@ -257,3 +268,36 @@ def test_without_tools_messages_go_out_natively_with_their_images() -> None:
     }
     assert reply.content == "A chest X-ray."
     assert reply.response_metadata["tool_protocol"] == "plain"
+
+
+def test_local_files_and_fhir_attachments_go_out_as_data_urls(tmp_path: Path) -> None:
+    scan = tmp_path / "cxr.png"
+    scan.write_bytes(png())
+    attachment = {"contentType": "image/png", "data": b64encode(png((0, 0, 0))).decode()}
+    question = HumanMessage(
+        content=[
+            "Compare",
+            {"type": "image_url", "image_url": {"url": str(scan)}},
+            {"type": "image", "fhir_attachment": attachment},
+            {"type": "image", "base64": b64encode(png((9, 9, 9))).decode(), "mime_type": "image/png"},
+        ]  # type: ignore[list-item]
+    )
+    server = Server((200, completion({"content": "Same lungs."})))
+    model(server).invoke([question])
+    parts = server.payloads[0]["messages"][0]["content"]
+    assert parts[0] == {"type": "text", "text": "Compare"}
+    urls = [p["image_url"]["url"] for p in parts[1:]]
+    assert [p["type"] for p in parts[1:]] == ["image_url"] * 3
+    assert all(u.startswith("data:image/png;base64,") for u in urls)
+    sent = [b64decode(u.split(",", 1)[1]) for u in urls]
+    assert sent == [png(), png((0, 0, 0)), png((9, 9, 9))]
+
+
+def test_a_web_image_is_refused_before_anything_is_sent() -> None:
+    server = Server()
+    question = HumanMessage(
+        content=[{"type": "image_url", "image_url": {"url": "https://example.org/cxr.png"}}]  # type: ignore[list-item]
+    )
+    with pytest.raises(ModelInputError, match="is a web address; the model layer makes no network requests"):
+        model(server).invoke([question])
+    assert server.payloads == []

@@ -6,7 +6,7 @@ import pytest
 from jinja2.exceptions import TemplateError
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from clinicflow.model.prompting import IMAGE_PLACEHOLDER, chat_turns, render_chat
+from clinicflow.model.prompting import IMAGE_PLACEHOLDER, chat_turns, image_blocks, render_chat
 
 
 def test_system_prompt_is_merged_into_the_first_user_turn() -> None:
@@ -73,6 +73,31 @@ def test_image_parts_become_a_placeholder_for_text_models() -> None:
     ]
     turns = chat_turns([HumanMessage(content=content)])  # type: ignore[arg-type]
     assert turns[0]["content"] == f"What is this?\n{IMAGE_PLACEHOLDER}"
+
+
+def test_images_become_markers_in_the_order_image_blocks_lists_them() -> None:
+    def image(name: str) -> dict[str, object]:
+        return {"type": "image_url", "image_url": {"url": f"/scans/{name}.png"}}
+
+    messages = [
+        HumanMessage(content=[{"type": "text", "text": "Compare:"}, image("a"), image("b")]),  # type: ignore[list-item]
+        SystemMessage(content=[{"type": "text", "text": "Reference:"}, image("ref")]),  # type: ignore[list-item]
+        AIMessage(content="", tool_calls=[{"name": "search_images", "args": {}, "id": "c1"}]),
+        ToolMessage(content=[{"type": "text", "text": "Found:"}, image("found")], tool_call_id="c1"),  # type: ignore[list-item]
+    ]
+    prompt = render_chat(chat_turns(messages, image_marker="<start_of_image>"))
+    assert prompt == (
+        "<bos><start_of_turn>user\nReference:\n<start_of_image>\n\nCompare:\n<start_of_image>\n"
+        '<start_of_image><end_of_turn>\n<start_of_turn>model\n{"name": "search_images", "arguments": {}}'
+        "<end_of_turn>\n<start_of_turn>user\nResult of search_images (c1):\nFound:\n<start_of_image>"
+        "<end_of_turn>\n<start_of_turn>model\n"
+    )
+    assert [b["image_url"]["url"] for b in image_blocks(messages)] == [  # type: ignore[index]
+        "/scans/ref.png",
+        "/scans/a.png",
+        "/scans/b.png",
+        "/scans/found.png",
+    ]
 
 
 def test_the_template_refuses_turns_that_do_not_alternate() -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+from base64 import b64encode
+from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatResult
+from PIL import Image
 
 from clinicflow.model import OpenAIChatModel
+from clinicflow.model.image_inputs import load_image
+from clinicflow.model.prompting import image_blocks
 from clinicflow.model.server import create_app
 from tests.unit.model.fakes import TextModel
 from tests.unit.model.tools import TOOLS
@@ -136,4 +145,73 @@ async def test_an_invalid_call_reaches_the_client_as_text_and_is_reported_there(
     reply = await chat.bind_tools(TOOLS, tool_choice="any").ainvoke([HumanMessage("Q")])
     assert reply.tool_calls == []
     assert "argument 'resource_type': 1 is not one of" in (reply.invalid_tool_calls[0]["error"] or "")
+    await chat.aclose()
+
+
+class ImageSizeModel(TextModel):
+    """Reads every image of the prompt as the in-process backend does and replies with their sizes."""
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.prompts.append(list(messages))
+        sizes = [load_image(block).size for block in image_blocks(messages)]
+        text = " ".join(f"{w}x{h}" for w, h in sizes)
+        return self._result(text, [], "none", truncated=False, input_tokens=3, output_tokens=1, metadata={})
+
+
+def png(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (40, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_url_parts_reach_the_backend_as_sent() -> None:
+    fake = ImageSizeModel(reply="")
+    client = TestClient(create_app(fake, "medgemma-4b-it"))
+    image = {
+        "type": "image_url",
+        "image_url": {"url": f"data:image/png;base64,{b64encode(png((5, 3))).decode()}"},
+    }
+    content = [{"type": "text", "text": "What is this?"}, image]
+    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]})
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "5x3"
+    [prompt] = fake.prompts
+    assert isinstance(prompt[0], HumanMessage) and prompt[0].content == content
+
+
+def test_an_image_the_backend_refuses_is_a_400_that_says_why() -> None:
+    client = TestClient(create_app(ImageSizeModel(reply=""), "m"))
+    content = [{"type": "image_url", "image_url": {"url": "https://example.org/cxr.png"}}]
+    for stream in (False, True):
+        response = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": content}], "stream": stream},
+        )
+        assert response.status_code == 400
+        assert "the model layer makes no network requests" in response.json()["error"]["message"]
+
+
+async def test_a_local_image_travels_from_the_openai_backend_to_the_server_as_a_data_url(
+    tmp_path: Path,
+) -> None:
+    scan = tmp_path / "cxr.png"
+    scan.write_bytes(png((7, 4)))
+    fake = ImageSizeModel(reply="")
+    chat = OpenAIChatModel(
+        base_url="http://clinicflow.test/v1", transport=httpx.ASGITransport(app=create_app(fake, "m"))
+    )
+    question = HumanMessage(
+        content=[{"type": "text", "text": "Size?"}, {"type": "image_url", "image_url": {"url": str(scan)}}]  # type: ignore[list-item]
+    )
+    reply = await chat.ainvoke([question])
+    assert reply.content == "7x4"
+    [prompt] = fake.prompts
+    sent = prompt[0].content[1]  # type: ignore[index]
+    assert sent["image_url"]["url"] == f"data:image/png;base64,{b64encode(png((7, 4))).decode()}"  # type: ignore[index]
     await chat.aclose()
