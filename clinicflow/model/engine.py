@@ -5,6 +5,11 @@ baseline. The fast path (on by default on CUDA only) adds a preallocated static 
 calls (batch sizes rounded up to a power of two and cache lengths to a multiple of 256, so shapes
 repeat), compiled decode with CUDA graphs (`torch.compile` mode `reduce-overhead`), and reuse of the
 KV cache of a prompt prefix that requests repeat (the system prompt and tool list of a workflow).
+
+Rows with images add their `pixel_values` (concatenated in row order, as the model fills image soft
+tokens row by row) and `token_type_ids` marking the soft tokens, over which Gemma 3 attends
+bidirectionally. Their prompts never take part in prefix reuse: two different images give the same
+soft-token ids.
 """
 
 from __future__ import annotations
@@ -177,13 +182,15 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
     limits = [max(r.max_new_tokens, 1) for r in requests]
     reused = 0
     past: Any = None
-    if len(requests) == 1 and state.prefixes is not None:
+    if len(requests) == 1 and state.prefixes is not None and first.pixel_values is None:
         past, reused = _prefix_cache(model, state.prefixes, rows[0])
     size = len(rows)
     if opts.static_cache and past is None:
         size = bucket(len(rows))
         rows = rows + [rows[0]] * (size - len(rows))
         limits = limits + [1] * (size - len(limits))
+    padded = requests + [first] * (size - len(requests))
+    pixels = [r.pixel_values for r in padded if r.pixel_values is not None]
     ids, mask = left_pad(rows, pad_id)
     width = len(ids[0])
     if opts.static_cache and past is None:
@@ -209,15 +216,23 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
     if opts.compile:
         from transformers import CompileConfig
 
-        config.compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="reduce-overhead")
+        cuda = model.device.type == "cuda"
+        config.compile_config = CompileConfig(
+            fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else "default"
+        )
+        config.compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told
     extra: dict[str, Any] = {}
     if first.stop_strings:
         extra = {"stop_strings": list(first.stop_strings), "tokenizer": loaded.tokenizer}
     device = model.device
+    input_ids = torch.tensor(ids, device=device)
+    if pixels:
+        extra["pixel_values"] = torch.cat(pixels).to(device=device, dtype=model.dtype)
+        extra["token_type_ids"] = (input_ids == loaded.image_token_id).long()
     started = time.perf_counter()
     with torch.inference_mode():
         output = model.generate(
-            input_ids=torch.tensor(ids, device=device),
+            input_ids=input_ids,
             attention_mask=torch.tensor(mask, device=device),
             generation_config=config,
             logits_processor=processors or None,
@@ -254,15 +269,25 @@ def _row_tokens(generated: list[int], limit: int, stop_ids: Sequence[int], pad_i
 
 
 def _static_cache(loaded: Any, state: _EngineState, batch: int, length: int) -> Any:
+    import torch
     from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
 
     key = (batch, length)
     cache = state.static.get(key)
     if cache is None:
         cache = StaticCache(config=loaded.model.config, max_cache_len=length)
+        # A sliding-window layer counts its length in a Python int, which compiled decode guards on:
+        # one recompile per token, until the recompile limit fails the compile. A full-length layer
+        # holds the same keys (the window is applied by the attention mask) with a tensor count.
+        cache.layers = [
+            StaticLayer(max_cache_len=length) if getattr(layer, "is_sliding", False) else layer
+            for layer in cache.layers
+        ]
         state.static[key] = cache
     else:
-        cache.reset()
+        with torch.inference_mode():  # its tensors were made under inference mode
+            cache.reset()
     return cache
 
 
