@@ -277,13 +277,15 @@ def _static_cache(loaded: Any, state: _EngineState, batch: int, length: int) -> 
     cache = state.static.get(key)
     if cache is None:
         cache = StaticCache(config=loaded.model.config, max_cache_len=length)
-        # A sliding-window layer counts its length in a Python int, which compiled decode guards on:
-        # one recompile per token, until the recompile limit fails the compile. A full-length layer
-        # holds the same keys (the window is applied by the attention mask) with a tensor count.
-        cache.layers = [
-            StaticLayer(max_cache_len=length) if getattr(layer, "is_sliding", False) else layer
-            for layer in cache.layers
-        ]
+        if loaded.options.compile:
+            # A sliding-window layer counts its length in a Python int, which compiled decode guards
+            # on: one recompile per token, until the recompile limit fails the compile. A full-length
+            # layer holds the same keys (the window is applied by the attention mask) with a tensor
+            # count; it costs memory only past the window (1024 tokens for Gemma 3).
+            cache.layers = [
+                StaticLayer(max_cache_len=length) if getattr(layer, "is_sliding", False) else layer
+                for layer in cache.layers
+            ]
         state.static[key] = cache
     else:
         with torch.inference_mode():  # its tensors were made under inference mode
