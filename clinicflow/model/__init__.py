@@ -9,32 +9,26 @@ data URL or a FHIR Attachment; see `clinicflow.model.image_inputs`) for a Gemma 
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from clinicflow.model.base import PromptToolChatModel
-from clinicflow.model.default_model import (
-    DEFAULT_MODEL_MAX_ITEMS,
-    DEFAULT_MODEL_MAX_STRING_LENGTH,
-    MARKER_FILE,
-    default_model_dir,
-    ensure_default_model,
-)
-from clinicflow.model.errors import (
-    ModelConnectionError,
-    ModelDependencyError,
-    ModelError,
-    ModelInputError,
-    ModelLoadError,
-    ModelNotFoundError,
-    ModelResponseError,
-    ModelTimeoutError,
-)
-from clinicflow.model.openai_backend import OpenAIChatModel
-from clinicflow.model.tool_calls import ParsedReply, ToolSpec, parse_reply
-from clinicflow.model.transformers_backend import TransformersChatModel, check_model_folder
-
 if TYPE_CHECKING:
-    from clinicflow.settings import Settings
+    from clinicflow.model.base import PromptToolChatModel
+    from clinicflow.model.default_model import default_model_dir, ensure_default_model
+    from clinicflow.model.errors import (
+        ModelConnectionError,
+        ModelDependencyError,
+        ModelError,
+        ModelInputError,
+        ModelLoadError,
+        ModelNotFoundError,
+        ModelResponseError,
+        ModelTimeoutError,
+    )
+    from clinicflow.model.loading import load_chat_model
+    from clinicflow.model.openai_backend import OpenAIChatModel
+    from clinicflow.model.tool_calls import ParsedReply, ToolSpec, parse_reply
+    from clinicflow.model.transformers_backend import TransformersChatModel
 
 __all__ = [
     "ModelConnectionError",
@@ -56,52 +50,31 @@ __all__ = [
     "parse_reply",
 ]
 
+# Each name is imported from its module on first use, so the generation engine
+# (`clinicflow.model.engine`, torch and transformers only) imports on a bare GPU box.
+_HOMES = {
+    "ModelConnectionError": "errors",
+    "ModelDependencyError": "errors",
+    "ModelError": "errors",
+    "ModelInputError": "errors",
+    "ModelLoadError": "errors",
+    "ModelNotFoundError": "errors",
+    "ModelResponseError": "errors",
+    "ModelTimeoutError": "errors",
+    "OpenAIChatModel": "openai_backend",
+    "ParsedReply": "tool_calls",
+    "PromptToolChatModel": "base",
+    "ToolSpec": "tool_calls",
+    "TransformersChatModel": "transformers_backend",
+    "default_model_dir": "default_model",
+    "ensure_default_model": "default_model",
+    "load_chat_model": "loading",
+    "parse_reply": "tool_calls",
+}
 
-def load_chat_model(
-    settings: Settings,
-    *,
-    model: str | None = None,
-    model_url: str | None = None,
-    progress: bool = True,
-) -> PromptToolChatModel:
-    """The chat model the settings (or the explicit `model` / `model_url`) ask for, ready to call.
 
-    Precedence: `model_url`, then `model`, then `settings.model_url`, then `settings.model`, then the
-    default Gemma 3 270M (strings in its constrained calls capped at 32 characters, lists at 4 items,
-    also when its converted folder is passed explicitly).
-    Optional settings `model_quantization`, `model_fast_path`, `model_max_batch` and `model_cpu_threads`
-    tune the local backend when present.
-    A local model is loaded here (once per process), so a bad folder fails now with a
-    `ModelNotFoundError` / `ModelLoadError` naming the path.
-    """
-    url = model_url or (None if model else settings.model_url)
-    if url:
-        api_key = settings.model_api_key
-        return OpenAIChatModel(
-            base_url=url,
-            model=settings.model_name,
-            api_key=api_key,  # type: ignore[arg-type]
-            max_new_tokens=settings.max_new_tokens,
-        )
-    path = model or settings.model
-    tuning = {
-        key: getattr(settings, f"model_{key}")
-        for key in ("quantization", "fast_path", "max_batch", "cpu_threads")
-        if getattr(settings, f"model_{key}", None) is not None
-    }
-    folder = check_model_folder(path) if path else ensure_default_model(settings.cache_dir, progress=progress)
-    caps: dict[str, Any] = {}
-    if (folder / MARKER_FILE).is_file():
-        caps = {
-            "max_string_length": DEFAULT_MODEL_MAX_STRING_LENGTH,
-            "max_array_items": DEFAULT_MODEL_MAX_ITEMS,
-        }
-    chat = TransformersChatModel(
-        model_path=str(folder),
-        device=settings.device,
-        max_new_tokens=settings.max_new_tokens,
-        **caps,
-        **tuning,
-    )
-    chat.load()
-    return chat
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

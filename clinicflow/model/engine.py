@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from clinicflow.model.batching import (
@@ -37,6 +39,7 @@ __all__ = [
     "PrefixStore",
     "Quantization",
     "bucket",
+    "default_dtype",
     "generate_batch",
     "quantize_for_cpu",
 ]
@@ -67,6 +70,21 @@ class EngineOptions:
         if not on:
             return cls()
         return cls(static_cache=True, compile=device.startswith("cuda"), prefix_cache=True)
+
+
+def default_dtype(device: str) -> str:
+    """bfloat16 on CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), else float32.
+
+    On such a CPU, bf16 decodes the 270M about 2x faster than float32 (half the weight bytes per
+    token) and prefills faster too; elsewhere bf16 matmuls are emulated, so float32 stays.
+    """
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) else "float32"
 
 
 def bucket(n: int, *, multiple: int | None = None) -> int:

@@ -11,8 +11,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 
 from clinicflow.model import ModelLoadError, TransformersChatModel, ensure_default_model
 from clinicflow.model.default_model import MARKER_FILE
+from clinicflow.model.engine import default_dtype
 from clinicflow.model.prompting import chat_turns, render_chat
-from clinicflow.model.transformers_backend import default_dtype, load_model_folder
+from clinicflow.model.transformers_backend import load_model_folder
 from clinicflow.settings import Settings
 
 

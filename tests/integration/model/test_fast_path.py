@@ -1,7 +1,8 @@
-"""The fast path's static cache and compiled decode on a tiny random Gemma 3, compiled for real on the CPU.
+"""The fast path's static cache and compiled decode on a tiny random Gemma 3, compiled for real.
 
-The prompts outrun the sliding window, so the hybrid (sliding + global) attention is exercised. The
-compiled decode must give eager greedy tokens and compile once per shape bucket, not once per token.
+On the CPU always, and on CUDA too where there is a GPU (CUDA graphs). The prompts outrun the sliding
+window, so the hybrid (sliding + global) attention is exercised. The compiled decode must give eager
+greedy tokens and compile once per shape bucket, not once per token.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ VOCAB = 512
 STOP = VOCAB - 1
 
 
-@pytest.fixture(scope="module")
-def tiny() -> Any:
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def tiny(request: pytest.FixtureRequest) -> Any:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     config = Gemma3TextConfig(
@@ -35,7 +39,7 @@ def tiny() -> Any:
         max_position_embeddings=1024,
     )
     torch.manual_seed(0)
-    return Gemma3ForCausalLM(config).eval()
+    return Gemma3ForCausalLM(config).to(request.param).eval()
 
 
 def _requests() -> list[GenerationRequest]:
