@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# One GPU device call (~8 minutes): equality of the fast path with eager greedy decoding, then the
-# decode benchmark on a 27B-wide model at reduced depth, then the full 62-layer 27B shape.
-# Writes bench/results/model_decode_<gpu>_*.json. Installs nothing beyond the repo's requirements.
+# The GPU checks and timings in one device call (about 8 minutes on an H100 or H200).
+#   here:   bench/device_wheels.sh          (once: the transformers wheel the GPU box lacks, in .whl/)
+#   device: bash bench/gpu_check.sh         (carry .whl; results land in $OUT, else bench/results)
+# 1. the compiled fast path against eager greedy tokens on a tiny Gemma 3 (CPU and CUDA);
+# 2. a 27B-wide model at 2 layers: equality of our tokens with eager, compile count, first-call time;
+# 3. 27B width at 8 layers, batch 1-64 (decode time scales with depth: the cheap iteration);
+# 4. the full 62-layer 27B shape, batch 1-64: the committed figures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PWD" || exit 1
+fi
+PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
+export PYTHONUNBUFFERED=1
 OUT_DIR="${OUT:-bench/results}"
 mkdir -p "$OUT_DIR"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv | tee "$OUT_DIR/gpu_check_nvidia_smi.txt"
-GPU=$(python -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '', torch.cuda.get_device_name().lower()))")
-run() { echo "== $*"; timeout "$1" "${@:2}" 2>&1 | tee -a "$OUT_DIR/gpu_check_${GPU}.log"; }
-# 1. fast path vs eager, greedy, random weights, fixed seed: 27B width, 2 layers, short runs.
-run 150 python bench/model_decode.py --model 27b --layers 2 --batches 1,8 --prompt-len 128 --new-tokens 32 \
+"$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+GPU=$("$PY" -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '', torch.cuda.get_device_name().lower()))")
+LOG="$OUT_DIR/gpu_check_${GPU}.log"
+run() { echo "== $*" | tee -a "$LOG"; timeout "$1" "${@:2}" 2>&1 | tee -a "$LOG"; }
+run 120 "$PY" -m pytest -q -p no:cacheprovider --noconftest tests/integration/model/test_fast_path.py
+run 150 "$PY" bench/model_decode.py --model 27b --layers 2 --batches 1,8 --prompt-len 128 --new-tokens 32 \
   --out "$OUT_DIR/model_decode_${GPU}_27b_l2.json"
-# 2. 27B width at 8 layers, all batch sizes (iterate here; decode time scales with depth).
-run 150 python bench/model_decode.py --model 27b --layers 8 --batches 1,8,32,64 \
+run 150 "$PY" bench/model_decode.py --model 27b --layers 8 --batches 1,8,32,64 \
   --out "$OUT_DIR/model_decode_${GPU}_27b_l8.json"
-# 3. full 62-layer 27B shape: the committed figures (54 GB of bf16 weights).
-run 240 python bench/model_decode.py --model 27b --batches 1,8,32,64 --new-tokens 32 \
+run 270 "$PY" bench/model_decode.py --model 27b --batches 1,8,32,64 --new-tokens 32 \
   --out "$OUT_DIR/model_decode_${GPU}_27b.json"
 ls -l "$OUT_DIR"
