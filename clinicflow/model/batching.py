@@ -76,13 +76,14 @@ class RowLimits:
     def __init__(self, prompt_length: int, limits: Sequence[int]) -> None:
         self.prompt_length = prompt_length
         self.limits = list(limits)
+        self._on_device: Any = None
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        made = input_ids.shape[1] - self.prompt_length
-        limits = torch.tensor(self.limits, device=input_ids.device)
-        return limits <= made
+        if self._on_device is None:  # copied to the device once per call, not every step
+            self._on_device = torch.tensor(self.limits, device=input_ids.device)
+        return self._on_device <= input_ids.shape[1] - self.prompt_length
 
 
 class BatchedGrammarProcessor:

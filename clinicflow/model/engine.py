@@ -2,8 +2,9 @@
 
 The eager path is a left-padded batched `generate` with a dynamic KV cache: the fallback and the
 baseline. The fast path (on by default on CUDA only) adds a preallocated static KV cache reused across
-calls (batch sizes rounded up to a power of two and cache lengths to a multiple of 256, so shapes
-repeat), compiled decode with CUDA graphs (`torch.compile` mode `reduce-overhead`), and reuse of the
+calls (batch sizes rounded up to a power of two and cache lengths to a multiple of 256, or to a power
+of two when compiled, so shapes repeat), compiled decode with CUDA graphs (`torch.compile` mode
+`reduce-overhead`; see docs/gpu_fast_path.md), and reuse of the
 KV cache of a prompt prefix that requests repeat (the system prompt and tool list of a workflow).
 
 Rows with images add their `pixel_values` (concatenated in row order, as the model fills image soft
@@ -46,6 +47,8 @@ __all__ = [
 
 Quantization = Literal["none", "int8", "int8-head"]
 _LENGTH_BUCKET = 256
+_COMPILED_SHAPES = 64
+"""Compiled (batch, cache length) shapes allowed: 7 batch buckets (1-64) x 9 lengths (256-64k)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,12 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
     ids, mask = left_pad(rows, pad_id)
     width = len(ids[0])
     if opts.static_cache and past is None:
-        past = _static_cache(loaded, state, size, bucket(width + max(limits), multiple=_LENGTH_BUCKET))
+        length = width + max(limits)
+        # Compiled shapes are few (lengths by powers of two), as each one compiles anew.
+        length = (
+            bucket(max(length, _LENGTH_BUCKET)) if opts.compile else bucket(length, multiple=_LENGTH_BUCKET)
+        )
+        past = _static_cache(loaded, state, size, length)
     matchers = [r.matcher for r in requests] + [None] * (size - len(requests))
     processors = (
         [BatchedGrammarProcessor(matchers, width, stop_ids, limits)]
@@ -232,7 +240,13 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
         disable_compile=not opts.compile,
     )
     if opts.compile:
+        import torch._dynamo
         from transformers import CompileConfig
+
+        # Each (batch, length) bucket is one more compiled graph of the same function; the default
+        # limit (8) would fail the ninth shape under fullgraph.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, _COMPILED_SHAPES)
 
         cuda = model.device.type == "cuda"
         config.compile_config = CompileConfig(

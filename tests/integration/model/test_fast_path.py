@@ -78,3 +78,25 @@ def test_compiled_decode_gives_eager_tokens_and_compiles_once_per_shape(tiny: An
     assert 1 <= graphs <= 2, f"{graphs} graphs compiled for one shape"
     assert [o.tokens for o in generate_batch(loaded, _requests())] == eager
     assert counters["stats"]["unique_graphs"] == graphs, "the same shape compiled again"
+
+
+@pytest.mark.slow
+def test_more_compiled_shapes_than_the_default_recompile_limit(tiny: Any) -> None:
+    """Each (batch, length) bucket compiles anew; the engine lifts the limit that would fail the next."""
+    torch._dynamo.reset()
+    saved = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = 2
+    try:
+        loaded = SimpleNamespace(
+            model=tiny,
+            tokenizer=None,
+            pad_id=0,
+            stop_ids=[STOP],
+            options=EngineOptions(static_cache=True, compile=True),
+        )
+        for rows in (1, 2, 3):  # buckets of 1, 2 and 4 rows: three shapes
+            requests = [GenerationRequest(prompt_ids=[5 + i, 6, 7], max_new_tokens=4) for i in range(rows)]
+            assert all(len(o.tokens) == 4 for o in generate_batch(loaded, requests))
+        assert len(loaded._engine_state.static) == 3
+    finally:
+        torch._dynamo.config.recompile_limit = saved
