@@ -4,12 +4,14 @@ Models: `27b` and `4b` are MedGemma-shaped Gemma 3 text models built from config
 weights (no download; `--layers N` shrinks the depth, time scales with it); `270m` is the real cached
 Gemma 3 270M (the CPU default), loaded by the product's own loader. For each batch size (concurrent
 requests) it measures prefill time and decode tokens/s of (a) eager `generate` (dynamic cache, in
-`--baseline-dtype`) and (b) our path (`generate_batch` in the dtype the backend picks: the
-static-cache / compiled fast path on CUDA; on the CPU bf16 where the CPU has it, optionally
-`--quantization`). The outputs check compares (b) with eager `generate` on the same weights and dtype,
-token for token; with another baseline dtype it also reports agreement with that baseline. It
-measures the device's copy bandwidth in the same run and the batch-1 bandwidth floor (weight bytes /
-bandwidth), prints a ratio table and writes JSON to bench/results/model_decode_<device>_<model>.json.
+`--baseline-dtype`) and (b) our path: the rows sent at once as concurrent requests to the batch
+scheduler (as the server and chat model do), which runs them through `generate_batch` in the dtype
+the backend picks, with the static-cache / compiled fast path on CUDA (on the CPU: bf16 where the
+CPU has it, optionally `--quantization`). The outputs check compares (b) with eager `generate` on
+the same weights and dtype, token for token; with another baseline dtype it also reports agreement
+with that baseline. It measures the device's copy bandwidth in the same run and the batch-1 bandwidth
+floor (weight bytes / bandwidth), prints a ratio table and writes JSON to
+bench/results/model_decode_<device>_<model>.json.
 
     python bench/model_decode.py --model 270m --device cpu --baseline-dtype float32 --batches 1,8
     python bench/model_decode.py --model 27b --layers 4        # a GPU: iterate cheaply
@@ -35,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clinicflow.model.batching import GenerationRequest  # noqa: E402
+from clinicflow.model.batching import BatchScheduler, GenerationRequest  # noqa: E402
 from clinicflow.model.engine import (  # noqa: E402
     EngineOptions,
     default_dtype,
@@ -133,8 +135,14 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, float]:
         shape["num_hidden_layers"] = args.layers
     config = Gemma3TextConfig(**shape, max_position_embeddings=8192)
     torch.manual_seed(args.seed)
-    with torch.device(args.device):
-        model = Gemma3ForCausalLM(config).to(getattr(torch, args.dtype))
+    # Built in its dtype on its device: a float32 27B (108 GB) would not fit beside its bf16 copy.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    try:
+        with torch.device(args.device):
+            model = Gemma3ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     for p in model.parameters():
         p.data.normal_(0.0, 0.02)
     return model.eval(), None, time.perf_counter() - t0
@@ -201,14 +209,20 @@ def eager(
     return time.perf_counter() - t0, out[:, len(ids[0]) :].tolist()
 
 
-def ours(loaded: Any, rows: list[list[int]], new: int, device: str) -> tuple[float, list[list[int]]]:
-    """clinicflow's `generate_batch` (the path the server and chat model take): seconds and tokens."""
-    requests = [GenerationRequest(prompt_ids=r, max_new_tokens=new) for r in rows]
+def ours(
+    scheduler: BatchScheduler, rows: list[list[int]], new: int, device: str
+) -> tuple[float, list[list[int]]]:
+    """clinicflow's path: the rows submitted at once as concurrent requests to the batch scheduler (which
+    the server and chat model use), which runs them through `generate_batch`: seconds and tokens."""
     sync(device)
     t0 = time.perf_counter()
-    outputs = generate_batch(loaded, requests)
+    futures = [scheduler.submit(GenerationRequest(prompt_ids=r, max_new_tokens=new)) for r in rows]
+    outputs = [f.result() for f in futures]
     sync(device)
-    return time.perf_counter() - t0, [o.tokens for o in outputs]
+    took = time.perf_counter() - t0
+    if max(o.batch_size for o in outputs) != len(rows):
+        raise RuntimeError(f"the scheduler split {len(rows)} concurrent requests into several batches")
+    return took, [o.tokens for o in outputs]
 
 
 def measure(run: Any, rows: list[list[int]], new: int, repeats: int, *, warm_decode: bool) -> dict[str, Any]:
@@ -280,6 +294,7 @@ def main() -> None:
         stop_ids=stop,
         options=EngineOptions.for_device(args.device, args.fast_path),
     )
+    scheduler = BatchScheduler(lambda requests: generate_batch(loaded, requests), max_batch=max(batches))
     floor = bandwidth / base_bytes
     print(
         f"{args.model} x{model.config.num_hidden_layers} layers, {base_bytes / 1e9:.2f} GB weights, "
@@ -293,7 +308,7 @@ def main() -> None:
         a = measure(
             lambda r, n: eager(baseline, r, n, args.device, stop), rows, new, repeats, warm_decode=False
         )
-        b = measure(lambda r, n: ours(loaded, r, n, args.device), rows, new, repeats, warm_decode=True)
+        b = measure(lambda r, n: ours(scheduler, r, n, args.device), rows, new, repeats, warm_decode=True)
         a_tokens, b_tokens = a.pop("tokens"), b.pop("tokens")
         # The outputs check: ours against eager `generate` on the same weights and dtype.
         same = a_tokens if baseline is model else eager(model, rows, new, args.device, stop)[1]
