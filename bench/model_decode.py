@@ -16,6 +16,7 @@ bench/results/model_decode_<device>_<model>.json.
     python bench/model_decode.py --model 270m --device cpu --baseline-dtype float32 --batches 1,8
     python bench/model_decode.py --model 27b --layers 4        # a GPU: iterate cheaply
     python bench/model_decode.py --model 27b                   # the full 62 layers, once
+    python bench/model_decode.py --model 27b --decode own --cuda-graph   # our own decode loop
 """
 
 from __future__ import annotations
@@ -263,6 +264,15 @@ def main() -> None:
     )
     parser.add_argument("--quantization", choices=["none", "int8", "int8-head"], default="none")
     parser.add_argument("--fast-path", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument(
+        "--decode",
+        choices=["generate", "own"],
+        default="generate",
+        help="who runs the decode steps of ours: transformers `generate` or clinicflow's own loop",
+    )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="with --decode own on CUDA: one CUDA graph per decode step"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "clinicflow"))
@@ -292,7 +302,11 @@ def main() -> None:
         tokenizer=tokenizer,
         pad_id=0,
         stop_ids=stop,
-        options=EngineOptions.for_device(args.device, args.fast_path),
+        options=dataclasses.replace(
+            EngineOptions.for_device(args.device, args.fast_path),
+            decode=args.decode,
+            cuda_graph=args.cuda_graph,
+        ),
     )
     scheduler = BatchScheduler(lambda requests: generate_batch(loaded, requests), max_batch=max(batches))
     floor = bandwidth / base_bytes

@@ -6,6 +6,8 @@ calls (batch sizes rounded up to a power of two and cache lengths to a multiple 
 of two when compiled, so shapes repeat), compiled decode with CUDA graphs (`torch.compile` mode
 `reduce-overhead`; see docs/gpu_fast_path.md), and reuse of the
 KV cache of a prompt prefix that requests repeat (the system prompt and tool list of a workflow).
+`EngineOptions(decode="own")` runs the decode steps in clinicflow's own loop instead of `generate`
+(`decode_loop`: one compiled decoder layer shared by all layers, optionally one CUDA graph per step).
 
 Rows with images add their `pixel_values` (concatenated in row order, as the model fills image soft
 tokens row by row) and `token_type_ids` marking the soft tokens, over which Gemma 3 attends
@@ -65,6 +67,19 @@ class EngineOptions:
     """Shortest shared prefix worth caching."""
     max_prefixes: int = 8
     """Prefix caches kept (least recently used dropped first)."""
+    decode: Literal["generate", "own"] = "generate"
+    """Who runs the decode steps: transformers `generate`, or clinicflow's own loop (`decode_loop`, Gemma 3
+    text models), which prefills into a static cache and, with `compile`, compiles one decoder layer
+    shared by all layers instead of the whole model. Its sampling applies the temperature only (no
+    top-k or top-p). Requests with stop strings or images stay on `generate`; prefix reuse is not used."""
+    cuda_graph: bool = False
+    """With `decode="own"` on CUDA: replay each decode step as one CUDA graph per (batch, length) shape."""
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("generate", "own"):
+            raise ValueError(f"decode must be 'generate' or 'own', not {self.decode!r}")
+        if self.cuda_graph and self.decode != "own":
+            raise ValueError("cuda_graph needs decode='own'")
 
     @classmethod
     def for_device(cls, device: str, fast_path: Literal["auto", "on", "off"] = "auto") -> EngineOptions:
@@ -170,10 +185,12 @@ class PrefixStore:
 
 @dataclass
 class _EngineState:
-    """Per-model state of the fast path: static caches by shape, and prefix caches."""
+    """Per-model state of the fast path: static caches by shape, prefix caches, and the own decode loop."""
 
     static: dict[tuple[int, int], Any]
     prefixes: PrefixStore | None
+    loop: Any = None
+    """The `DecodeLoop` of `decode="own"`, made on first use."""
 
 
 def _state(loaded: Any) -> _EngineState:
@@ -197,6 +214,8 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
 
     opts: EngineOptions = loaded.options
     state = _state(loaded)
+    if opts.decode == "own" and _own_loop_serves(requests):
+        return _generate_own(loaded, state, requests)
     model, pad_id, stop_ids = loaded.model, loaded.pad_id, loaded.stop_ids
     first = requests[0]
     rows = [r.prompt_ids for r in requests]
@@ -221,33 +240,21 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
             bucket(max(length, _LENGTH_BUCKET)) if opts.compile else bucket(length, multiple=_LENGTH_BUCKET)
         )
         past = _static_cache(loaded, state, size, length)
-    matchers = [r.matcher for r in requests] + [None] * (size - len(requests))
-    processors = (
-        [BatchedGrammarProcessor(matchers, width, stop_ids, limits)]
-        if any(m is not None for m in matchers)
-        else []
-    )
-    callbacks = [r.on_token for r in requests] + [None] * (size - len(requests))
-    streamer = RowStreamer(callbacks, stop_ids, limits) if any(c is not None for c in callbacks) else None
+    processors, streamer = _row_hooks(requests, size, width, stop_ids, limits)
     config = GenerationConfig(
         max_new_tokens=max(limits),
         do_sample=first.temperature > 0,
         temperature=first.temperature if first.temperature > 0 else None,
         top_p=None,
-        top_k=None,
+        top_k=0 if first.temperature > 0 else None,  # plain temperature sampling (None means top-k 50)
         eos_token_id=stop_ids,
         pad_token_id=pad_id,
         disable_compile=not opts.compile,
     )
     if opts.compile:
-        import torch._dynamo
         from transformers import CompileConfig
 
-        # Each (batch, length) bucket is one more compiled graph of the same function; the default
-        # limit (8) would fail the ninth shape under fullgraph.
-        limit = torch._dynamo.config.recompile_limit
-        torch._dynamo.config.recompile_limit = max(limit, _COMPILED_SHAPES)
-
+        _allow_compiled_shapes()
         cuda = model.device.type == "cuda"
         config.compile_config = CompileConfig(
             fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else "default"
@@ -290,6 +297,91 @@ def generate_batch(loaded: Any, requests: list[GenerationRequest]) -> list[Gener
     return outputs
 
 
+def _own_loop_serves(requests: list[GenerationRequest]) -> bool:
+    """Whether the own decode loop can run these requests (no stop strings, no images)."""
+    return all(not r.stop_strings and r.pixel_values is None for r in requests)
+
+
+def _generate_own(
+    loaded: Any, state: _EngineState, requests: list[GenerationRequest]
+) -> list[GenerationOutput]:
+    """`generate_batch` through the own decode loop, on a bucketed static cache of full-length layers."""
+    import torch
+
+    from clinicflow.model.decode_loop import DecodeLoop
+
+    opts: EngineOptions = loaded.options
+    model, pad_id, stop_ids = loaded.model, loaded.pad_id, loaded.stop_ids
+    if state.loop is None:
+        state.loop = DecodeLoop(model, compile=opts.compile, cuda_graph=opts.cuda_graph)
+    if opts.compile:
+        _allow_compiled_shapes()
+    size = bucket(len(requests))
+    rows = [r.prompt_ids for r in requests]
+    rows = rows + [rows[0]] * (size - len(rows))
+    limits = [max(r.max_new_tokens, 1) for r in requests]
+    limits = limits + [1] * (size - len(limits))
+    ids, mask = left_pad(rows, pad_id)
+    width = len(ids[0])
+    length = width + max(limits)
+    length = bucket(max(length, _LENGTH_BUCKET)) if opts.compile else bucket(length, multiple=_LENGTH_BUCKET)
+    cache = _static_cache(loaded, state, size, length)
+    processors, streamer = _row_hooks(requests, size, width, stop_ids, limits)
+    device = model.device
+    started = time.perf_counter()
+    with torch.inference_mode():
+        generated = state.loop.generate(
+            torch.tensor(ids, device=device),
+            torch.tensor(mask, device=device),
+            cache,
+            limits=limits,
+            stop_ids=stop_ids,
+            pad_id=pad_id,
+            processors=processors,
+            streamer=streamer,
+            temperature=requests[0].temperature,
+        )
+    took = time.perf_counter() - started
+    errors = processors[0].errors if processors else [None] * size
+    return [
+        GenerationOutput(
+            tokens=_row_tokens(generated[row].tolist(), limits[row], stop_ids, pad_id),
+            batch_size=len(requests),
+            generation_s=took,
+            grammar_error=errors[row],
+        )
+        for row in range(len(requests))
+    ]
+
+
+def _row_hooks(
+    requests: list[GenerationRequest], size: int, width: int, stop_ids: Sequence[int], limits: list[int]
+) -> tuple[list[BatchedGrammarProcessor], RowStreamer | None]:
+    """The grammar processor (if a row has a matcher) and token streamer (if a row has a callback) of a
+    batch of `size` rows, the requests first."""
+    matchers = [r.matcher for r in requests] + [None] * (size - len(requests))
+    processors = (
+        [BatchedGrammarProcessor(matchers, width, stop_ids, limits)]
+        if any(m is not None for m in matchers)
+        else []
+    )
+    callbacks = [r.on_token for r in requests] + [None] * (size - len(requests))
+    streamer = RowStreamer(callbacks, stop_ids, limits) if any(c is not None for c in callbacks) else None
+    return processors, streamer
+
+
+def _allow_compiled_shapes() -> None:
+    """Lift dynamo's recompile limit to the number of shape buckets.
+
+    Each (batch, length) bucket is one more compiled graph of the same function; the default limit (8)
+    would fail the ninth shape under fullgraph.
+    """
+    import torch._dynamo
+
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, _COMPILED_SHAPES)
+
+
 def _row_tokens(generated: list[int], limit: int, stop_ids: Sequence[int], pad_id: int) -> list[int]:
     tokens = generated[:limit]
     for i, token in enumerate(tokens):
@@ -309,11 +401,12 @@ def _static_cache(loaded: Any, state: _EngineState, batch: int, length: int) -> 
     cache = state.static.get(key)
     if cache is None:
         cache = StaticCache(config=loaded.model.config, max_cache_len=length)
-        if loaded.options.compile:
+        if loaded.options.compile or loaded.options.decode == "own":
             # A sliding-window layer counts its length in a Python int, which compiled decode guards
             # on: one recompile per token, until the recompile limit fails the compile. A full-length
             # layer holds the same keys (the window is applied by the attention mask) with a tensor
-            # count; it costs memory only past the window (1024 tokens for Gemma 3).
+            # count; it costs memory only past the window (1024 tokens for Gemma 3). The own decode
+            # loop masks the window itself and always takes full-length layers.
             cache.layers = [
                 StaticLayer(max_cache_len=length) if getattr(layer, "is_sliding", False) else layer
                 for layer in cache.layers
