@@ -315,7 +315,30 @@ def main() -> None:
         f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, batch-1 floor {floor:.1f} tok/s, load {load_s:.1f} s",
         flush=True,
     )
-    rows_out = []
+    rows_out: list[dict[str, Any]] = []
+    result = {
+        "benchmark": "model_decode",
+        "hardware": info,
+        "model": args.model,
+        "layers": model.config.num_hidden_layers,
+        "dtype": args.dtype,
+        "baseline_dtype": args.baseline_dtype,
+        "quantization": args.quantization,
+        "engine_options": dataclasses.asdict(loaded.options),
+        "prompt_tokens": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "weight_bytes": base_bytes,
+        "copy_bandwidth_bytes_per_s": round(bandwidth),
+        "bandwidth_floor_tokens_per_s_batch1": round(floor, 2),
+        "load_s": round(load_s, 2),
+        "quantize_s": round(quantize_s, 2),
+        "results": rows_out,
+    }
+    device_name = "cpu" if args.device == "cpu" else re.sub(r"[^a-z0-9]+", "", info.get("gpu", "gpu").lower())
+    default = ROOT / "bench" / "results" / f"model_decode_{device_name}_{args.model}.json"
+    out = Path(args.out) if args.out else default
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"writing {out} after each batch size", flush=True)
     for batch in batches:
         rows = prompts(args, vocab, batch, tokenizer)
         new, repeats = args.new_tokens, args.repeats
@@ -341,6 +364,7 @@ def main() -> None:
             row["ours_fraction_of_floor"] = round(b["decode_tokens_per_s"] / floor, 3)
             row["eager_fraction_of_floor"] = round(a["decode_tokens_per_s"] / floor, 3)
         rows_out.append(row)
+        out.write_text(json.dumps(result, indent=2) + "\n")  # a run cut short keeps what it measured
         print(
             f"batch {batch:3d}  prefill eager {a['prefill_s']:.3f} s ours {b['prefill_s']:.3f} s  "
             f"decode eager {a['decode_tokens_per_s']:8.1f} tok/s ours {b['decode_tokens_per_s']:8.1f} tok/s  "
@@ -348,30 +372,6 @@ def main() -> None:
             f"(ours: first call {b['first_call_s']} s, {b['graphs_compiled']} graphs compiled)",
             flush=True,
         )
-    result = {
-        "benchmark": "model_decode",
-        "hardware": info,
-        "model": args.model,
-        "layers": model.config.num_hidden_layers,
-        "dtype": args.dtype,
-        "baseline_dtype": args.baseline_dtype,
-        "quantization": args.quantization,
-        "engine_options": dataclasses.asdict(loaded.options),
-        "prompt_tokens": args.prompt_len,
-        "new_tokens": args.new_tokens,
-        "weight_bytes": base_bytes,
-        "copy_bandwidth_bytes_per_s": round(bandwidth),
-        "bandwidth_floor_tokens_per_s_batch1": round(floor, 2),
-        "load_s": round(load_s, 2),
-        "quantize_s": round(quantize_s, 2),
-        "results": rows_out,
-    }
-    device_name = "cpu" if args.device == "cpu" else re.sub(r"[^a-z0-9]+", "", info.get("gpu", "gpu").lower())
-    default = ROOT / "bench" / "results" / f"model_decode_{device_name}_{args.model}.json"
-    out = Path(args.out) if args.out else default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
