@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     model_fast_path: Literal["auto", "on", "off"] = Field(
         "auto", description="Static KV cache + compiled decode; auto means on CUDA only."
     )
+    model_decode: Literal["generate", "own"] = Field(
+        "generate", description="Decode steps by transformers generate, or clinicflow's own loop (Gemma 3)."
+    )
     model_max_batch: int | None = Field(None, description="Most requests batched in one generate.")
 
     # Workflows

@@ -96,6 +96,9 @@ def serve(
     fast_path: Annotated[
         str | None, typer.Option(help="Static cache + compiled decode: auto (CUDA only), on or off.")
     ] = None,
+    decode: Annotated[
+        str | None, typer.Option(help="Decode steps by transformers generate, or own (our loop, Gemma 3).")
+    ] = None,
     max_batch: Annotated[int | None, typer.Option(min=1, help="Most requests batched together.")] = None,
 ) -> None:
     """Serve a local model as an OpenAI-compatible /v1/chat/completions endpoint until Ctrl-C."""
@@ -105,13 +108,16 @@ def serve(
 
     settings = _settings()
     overrides: dict[str, object] = {"model_url": None}
-    for key, value in (("quantization", quantization), ("fast_path", fast_path), ("max_batch", max_batch)):
+    options = {"quantization": quantization, "fast_path": fast_path, "decode": decode, "max_batch": max_batch}
+    for key, value in options.items():
         if value is not None:
             overrides[f"model_{key}"] = value
     if quantization not in (None, "none", "int8", "int8-head"):
         raise _fail(f"--quantization must be none, int8 or int8-head, not {quantization!r}")
     if fast_path not in (None, "auto", "on", "off"):
         raise _fail(f"--fast-path must be auto, on or off, not {fast_path!r}")
+    if decode not in (None, "generate", "own"):
+        raise _fail(f"--decode must be generate or own, not {decode!r}")
     try:
         chat_model = load_chat_model(_Overlay(settings, overrides), model=model)  # type: ignore[arg-type]
     except (ModelError, ValueError) as exc:

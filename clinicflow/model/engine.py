@@ -82,12 +82,24 @@ class EngineOptions:
             raise ValueError("cuda_graph needs decode='own'")
 
     @classmethod
-    def for_device(cls, device: str, fast_path: Literal["auto", "on", "off"] = "auto") -> EngineOptions:
-        """The fast path on CUDA (or when forced `on`), the eager path otherwise."""
+    def for_device(
+        cls,
+        device: str,
+        fast_path: Literal["auto", "on", "off"] = "auto",
+        decode: Literal["generate", "own"] = "generate",
+    ) -> EngineOptions:
+        """The fast path on CUDA (or when forced `on`), the eager path otherwise.
+
+        With `decode="own"` the own loop runs on its static cache; on the fast path it compiles its
+        layer and, on CUDA, replays each step as a CUDA graph.
+        """
         on = fast_path == "on" or (fast_path == "auto" and device.startswith("cuda"))
+        cuda = device.startswith("cuda")
+        if decode == "own":
+            return cls(static_cache=True, compile=on and cuda, decode="own", cuda_graph=on and cuda)
         if not on:
             return cls()
-        return cls(static_cache=True, compile=device.startswith("cuda"), prefix_cache=True)
+        return cls(static_cache=True, compile=cuda, prefix_cache=True)
 
 
 def default_dtype(device: str) -> str:

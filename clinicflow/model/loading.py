@@ -32,7 +32,8 @@ def load_chat_model(
     Precedence: `model_url`, then `model`, then `settings.model_url`, then `settings.model`, then the
     default Gemma 3 270M (strings in its constrained calls capped at 32 characters, lists at 4 items,
     also when its converted folder is passed explicitly).
-    Optional settings `model_quantization`, `model_fast_path`, `model_max_batch` and `model_cpu_threads`
+    Optional settings `model_quantization`, `model_fast_path`, `model_decode`, `model_max_batch` and
+    `model_cpu_threads`
     tune the local backend when present.
     A local model is loaded here (once per process), so a bad folder fails now with a
     `ModelNotFoundError` / `ModelLoadError` naming the path.
@@ -49,7 +50,7 @@ def load_chat_model(
     path = model or settings.model
     tuning = {
         key: getattr(settings, f"model_{key}")
-        for key in ("quantization", "fast_path", "max_batch", "cpu_threads")
+        for key in ("quantization", "fast_path", "decode", "max_batch", "cpu_threads")
         if getattr(settings, f"model_{key}", None) is not None
     }
     folder = check_model_folder(path) if path else ensure_default_model(settings.cache_dir, progress=progress)

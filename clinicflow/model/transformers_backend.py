@@ -147,11 +147,13 @@ def load_model_folder(
     shared: bool = True,
     quantization: Quantization = "none",
     fast_path: Literal["auto", "on", "off"] = "auto",
+    decode: Literal["generate", "own"] = "generate",
 ) -> LoadedModel:
     """Load a model folder, or return the copy this process already loaded with the same settings.
 
     `quantization` (CPU only) is int8 dynamic quantization of every Linear (`int8`) or of the output
-    head (`int8-head`); `fast_path` `auto` takes the static-cache / compiled path on CUDA only.
+    head (`int8-head`); `fast_path` `auto` takes the static-cache / compiled path on CUDA only;
+    `decode="own"` decodes in clinicflow's own loop (Gemma 3 text models; see `EngineOptions`).
     `shared=False` always loads a private copy.
     """
     folder = check_model_folder(path)
@@ -161,7 +163,7 @@ def load_model_folder(
         dtype = default_dtype(device)
     if quantization != "none" and device != "cpu":
         raise ValueError(f"int8 dynamic quantization runs on the CPU only, not on {device}")
-    options = EngineOptions.for_device(device, fast_path)
+    options = EngineOptions.for_device(device, fast_path, decode)
     if not shared:
         return _load(folder, device, dtype, quantization, options)
     key = (str(folder), device, dtype, quantization, options)
@@ -194,6 +196,8 @@ class TransformersChatModel(PromptToolChatModel):
     """CPU int8 dynamic quantization: `int8` (every Linear), `int8-head` (output head only) or `none`."""
     fast_path: Literal["auto", "on", "off"] = "auto"
     """Static KV cache, compiled decode and prefix reuse: `auto` is on for CUDA only; `off` is eager."""
+    decode: Literal["generate", "own"] = "generate"
+    """Who runs the decode steps: transformers `generate` or clinicflow's own loop (Gemma 3 text)."""
     max_batch: int = 64
     """Most concurrent requests run in one batched `generate`."""
     batch_window_ms: float = 5.0
@@ -224,6 +228,7 @@ class TransformersChatModel(PromptToolChatModel):
             dtype=self.dtype,
             quantization=self.quantization,
             fast_path=self.fast_path,
+            decode=self.decode,
         )
 
     def takes_images(self) -> bool:

@@ -231,3 +231,41 @@ def test_a_grammar_row_shares_the_batch_with_free_rows(tiny: Any) -> None:
     assert got[2].grammar_error is None and got[2].tokens[-1] == BYTE_EOS
     forced = requests()[2].prompt_ids[len(_requests()[1].prompt_ids) :]
     assert set(json.loads(tokenizer.decode(forced + got[2].tokens[:-1]))) == {"code"}
+
+
+def test_the_own_loop_is_chosen_by_settings_and_mapped_per_device() -> None:
+    assert EngineOptions.for_device("cpu", "auto", "own") == EngineOptions(static_cache=True, decode="own")
+    cuda = EngineOptions.for_device("cuda", "auto", "own")
+    assert (cuda.compile, cuda.cuda_graph, cuda.prefix_cache) == (True, True, False)
+    assert EngineOptions.for_device("cuda", "off", "own").compile is False
+
+
+@pytest.mark.slow
+def test_the_real_270m_replies_the_same_through_the_own_loop(gemma_dir: Any) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from clinicflow.model import TransformersChatModel
+    from tests.integration.model.test_generation import search_record
+
+    def chat(decode: str) -> TransformersChatModel:
+        # float32: in bf16 the two loops' different kernels may flip near-tied tokens.
+        return TransformersChatModel(
+            model_path=str(gemma_dir),
+            device="cpu",
+            dtype="float32",
+            max_new_tokens=48,
+            max_string_length=8,
+            decode=decode,
+        )
+
+    base, own = chat("generate"), chat("own")
+    question = [HumanMessage("What is HbA1c?")]
+    assert own.invoke(question).content == base.invoke(question).content
+
+    def call(model: TransformersChatModel) -> list[tuple[str, dict[str, Any]]]:
+        reply = model.bind_tools([search_record], tool_choice="search_record").invoke(question)
+        return [(c["name"], c["args"]) for c in reply.tool_calls]
+
+    forced = call(own)
+    assert forced == call(base)
+    assert forced and forced[0][0] == "search_record"
