@@ -33,6 +33,7 @@ __all__ = [
     "fhir_files",
     "fhir_records",
     "load_directory",
+    "resolved_resources",
 ]
 
 LOAD_ORDER: tuple[str, ...] = (
@@ -298,9 +299,9 @@ def _rewrite_references(scan: _Scan, file: Path, resource: dict[str, Any]) -> st
             rtype, _, query = value.partition("?")
             target = _resolve_conditional(scan, rtype, query)
             if target is None:
-                return f"conditional reference {value!r} matches no resource in the folder"
+                return f"conditional reference {value!r} resolves to nothing in the folder"
         if target is None and value.startswith("urn:"):
-            return f"reference {value!r} matches no entry fullUrl in the folder"
+            return f"reference {value!r} resolves to nothing in the folder (no entry has that fullUrl)"
         if target is None:
             match = _ABSOLUTE_REF_RE.match(value)
             if match and (match.group(1), match.group(2)) in scan.keys:
@@ -331,6 +332,23 @@ def _ordered(scan: _Scan) -> Iterator[tuple[_Item, dict[str, Any] | None, str | 
     """Every resource to load: the `LOAD_ORDER` types first, in that order, then the rest file by file."""
     yield from sorted(_prepared(scan, True), key=lambda prepared: _tier(prepared[0].rtype))
     yield from _prepared(scan, False)
+
+
+def resolved_resources(path: Path | str) -> tuple[list[dict[str, Any]], list[LoadIssue]]:
+    """What `load_directory` would store from `path`, without a server: each resource with its id set
+    and its references rewritten to `Type/id`, and what it would skip and why."""
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"No such file or folder: {root}")
+    scan = _scan(fhir_files(root))
+    resources: list[dict[str, Any]] = []
+    issues = list(scan.issues)
+    for item, resource, error in _ordered(scan):
+        if resource is None:
+            issues.append(LoadIssue(item.file, item.location, error or "not loaded"))
+        else:
+            resources.append(resource)
+    return resources, issues
 
 
 def _put_entry(resource: dict[str, Any]) -> dict[str, Any]:
