@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
-__all__ = ["TraceKind", "TraceRecord", "now", "shorten", "trace_event"]
+from pydantic import BaseModel, Field
+
+__all__ = ["TraceEvent", "TraceKind", "TraceRecord", "now", "shorten", "trace_event"]
 
 TraceKind = Literal["model", "tool", "check", "approval", "write"]
 
@@ -22,6 +24,20 @@ class TraceRecord(TypedDict):
     tokens_in: int | None
     tokens_out: int | None
     error: str | None
+
+
+class TraceEvent(BaseModel):
+    """A `TraceRecord` as a run's result reports it."""
+
+    kind: TraceKind
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    summary: str = ""
+    started: datetime
+    duration_ms: float = 0.0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    error: str | None = None
 
 
 def now() -> str:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
@@ -21,6 +20,7 @@ from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
 from clinicflow.graphs.checkpoints import open_checkpointer
 from clinicflow.graphs.checkpoints import thread_config as _run_config
 from clinicflow.graphs.ehr_qa.state import Status
+from clinicflow.graphs.trace import TraceEvent
 
 __all__ = [
     "EhrQaError",
@@ -28,7 +28,6 @@ __all__ = [
     "EhrQaResult",
     "EhrQaRunError",
     "EvidenceLine",
-    "TraceEvent",
     "open_checkpointer",
     "resume_ehr_qa",
     "run_ehr_qa",
@@ -51,20 +50,6 @@ class EhrQaRunError(EhrQaError):
     def __init__(self, thread_id: str, cause: BaseException) -> None:
         super().__init__(f"EHR QA run {thread_id} stopped: {type(cause).__name__}: {cause}")
         self.thread_id = thread_id
-
-
-class TraceEvent(BaseModel):
-    """One timed model call, tool call or safety check of a run."""
-
-    kind: Literal["model", "tool", "check"]
-    name: str
-    args: dict[str, Any] = Field(default_factory=dict)
-    summary: str = ""
-    started: datetime
-    duration_ms: float = 0.0
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    error: str | None = None
 
 
 class EvidenceLine(BaseModel):

@@ -24,6 +24,7 @@ from clinicflow.agents.ehr_task import current_time_from_context
 from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
 from clinicflow.graphs.checkpoints import open_checkpointer
 from clinicflow.graphs.checkpoints import thread_config as _run_config
+from clinicflow.graphs.trace import TraceEvent
 from clinicflow.tools.write_tools import APPROVAL_REQUEST_KIND, Approve, Edit, Reject, parse_decision
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "EhrTaskInputError",
     "EhrTaskResult",
     "EhrTaskRunError",
-    "TaskTraceEvent",
     "WriteLog",
     "open_checkpointer",
     "resume_ehr_task",
@@ -58,20 +58,6 @@ class EhrTaskRunError(EhrTaskError):
         super().__init__(f"EHR task run {thread_id} stopped: {type(cause).__name__}: {cause}")
         self.thread_id = thread_id
         self.cause = cause
-
-
-class TaskTraceEvent(BaseModel):
-    """One timed model call, tool call, approval, write or safety check of a run."""
-
-    kind: Literal["model", "tool", "check", "approval", "write"]
-    name: str
-    args: dict[str, Any] = Field(default_factory=dict)
-    summary: str = ""
-    started: datetime
-    duration_ms: float = 0.0
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    error: str | None = None
 
 
 class WriteLog(BaseModel):
@@ -104,7 +90,7 @@ class EhrTaskResult(BaseModel):
     summary: str = ""
     pending_approval: dict[str, Any] | None = None
     writes: list[WriteLog] = Field(default_factory=list)
-    trace: list[TaskTraceEvent] = Field(default_factory=list)
+    trace: list[TraceEvent] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     steps: int = 0
 
@@ -153,7 +139,7 @@ def _result(thread_id: str, values: Mapping[str, Any], pending: dict[str, Any] |
         summary=values.get("summary") or "",
         pending_approval=pending,
         writes=[WriteLog.model_validate(w) for w in values.get("writes", [])],
-        trace=[TaskTraceEvent.model_validate(e) for e in values.get("trace", [])],
+        trace=[TraceEvent.model_validate(e) for e in values.get("trace", [])],
         errors=values.get("errors", []),
         steps=values.get("steps", 0),
     )
