@@ -32,7 +32,7 @@ import httpx
 import jwt
 
 from clinicflow.api.store import ApiKeyRow, Store, utcnow
-from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
+from clinicflow.fhir import FHIR_ID, FhirClient, FhirError, FhirNotFoundError
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -52,7 +52,6 @@ __all__ = [
 API_KEY_PREFIX = "cfk_"
 _KEY_RE = re.compile(r"^cfk_([0-9a-f]{12})\.([A-Za-z0-9_\-]{20,128})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _GROUP_TTL_S = 60.0
 _JWKS_MIN_REFRESH_S = 30.0
 
@@ -110,9 +109,9 @@ def parse_scopes(scopes: Iterable[str], *, strict: bool = True) -> Grants:
             workflows.add(value)
         elif kind == "patient" and value == "*":
             flags["all_patients"] = True
-        elif kind == "patient" and _ID_RE.match(value):
+        elif kind == "patient" and FHIR_ID.match(value):
             patients.add(value)
-        elif kind == "group" and _ID_RE.match(value):
+        elif kind == "group" and FHIR_ID.match(value):
             groups.add(value)
         elif strict:
             raise ValueError(
@@ -307,7 +306,7 @@ class JwtVerifier:
         raw = claims.get(self.scope_claim, "")
         scopes = raw.split() if isinstance(raw, str) else [str(s) for s in raw or []]
         patient = claims.get("patient")
-        if isinstance(patient, str) and _ID_RE.match(patient):
+        if isinstance(patient, str) and FHIR_ID.match(patient):
             scopes.append(f"patient:{patient}")
         return Principal.of(f"jwt:{claims['sub']}", "jwt", scopes)
 
@@ -362,6 +361,6 @@ def _member_ids(group: Mapping[str, Any]) -> list[str]:
     for member in group.get("member") or []:
         reference = ((member or {}).get("entity") or {}).get("reference") or ""
         kind, _, rid = str(reference).rpartition("/")
-        if kind.endswith("Patient") and _ID_RE.match(rid) and not (member or {}).get("inactive"):
+        if kind.endswith("Patient") and FHIR_ID.match(rid) and not (member or {}).get("inactive"):
             ids.append(rid)
     return ids

@@ -22,7 +22,7 @@ from langgraph.pregel import Pregel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinicflow.api.config import ApiSettings
-from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
+from clinicflow.fhir import FHIR_ID, FhirClient, FhirError, FhirNotFoundError
 
 __all__ = [
     "PATIENT_ID_PATTERN",
@@ -43,7 +43,7 @@ __all__ = [
     "load_plugins",
 ]
 
-PATIENT_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
+PATIENT_ID_PATTERN = FHIR_ID.pattern
 
 
 class UnknownWorkflowError(KeyError):

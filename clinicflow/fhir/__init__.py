@@ -1,6 +1,6 @@
 """FHIR R4 access: an async client with a search builder, typed errors and R4B parsing."""
 
-from .client import BearerAuth, FhirClient
+from .client import FHIR_ID, BearerAuth, FhirClient
 from .errors import (
     FhirAuthError,
     FhirBadRequestError,
@@ -19,6 +19,7 @@ from .search import DEFAULT_LIMIT, DEFAULT_MAX_PAGES, Search
 __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_MAX_PAGES",
+    "FHIR_ID",
     "BearerAuth",
     "FhirAuthError",
     "FhirBadRequestError",

@@ -24,7 +24,7 @@ import httpx
 from .errors import FhirError, error_from_response, error_from_transport
 from .search import DEFAULT_LIMIT, DEFAULT_MAX_PAGES, Search
 
-__all__ = ["FHIR_JSON", "BearerAuth", "FhirClient"]
+__all__ = ["FHIR_ID", "FHIR_JSON", "BearerAuth", "FhirClient"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_AFTER_SEND = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _MAX_BACKOFF_S = 2.0
 _RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+"""A FHIR resource id: 1-64 letters, digits, `-` and `.`."""
 _LOCATION = re.compile(
     r"(?:^|/)([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/?#]+)?/?(?:[?#].*)?$"
 )
@@ -68,7 +69,7 @@ def _check_type(resource_type: str) -> str:
 
 
 def _check_id(resource_id: str) -> str:
-    if not isinstance(resource_id, str) or not _ID.match(resource_id) or not resource_id.strip("."):
+    if not isinstance(resource_id, str) or not FHIR_ID.match(resource_id) or not resource_id.strip("."):
         raise ValueError(f"invalid FHIR id {resource_id!r}: 1-64 characters of A-Z a-z 0-9 - .")
     return resource_id
 

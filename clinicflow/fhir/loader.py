@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl
 
+from .client import FHIR_ID
 from .errors import FhirResponseError, FhirValidationError
 from .resources import parse_resource
 
@@ -50,7 +51,6 @@ LOAD_ORDER: tuple[str, ...] = (
 
 DEFAULT_CHUNK_SIZE = 500
 _ENTRY_BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "searchset"})
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ABSOLUTE_REF_RE = re.compile(r"^https?://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -226,7 +226,7 @@ def _source_id(resource: dict[str, Any], full_url: str | None, file: Path, locat
         return rid
     if full_url:
         tail = full_url.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
-        if _ID_RE.match(tail):
+        if FHIR_ID.match(tail):
             return tail
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{file.name}#{location}"))
 
@@ -246,7 +246,7 @@ def _scan(files: list[Path]) -> _Scan:
                 continue
             rtype = resource["resourceType"]
             rid = _source_id(resource, full_url, file, loc)
-            if not _ID_RE.match(rid):
+            if not FHIR_ID.match(rid):
                 scan.issues.append(LoadIssue(file, loc, f"{rtype} id {rid!r} is not a valid FHIR id"))
                 continue
             key = (rtype, rid)

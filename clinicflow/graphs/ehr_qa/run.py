@@ -6,7 +6,6 @@ same thread id continues an interrupted run from its last finished step.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +15,7 @@ from langgraph.pregel import Pregel
 from pydantic import BaseModel, Field
 
 from clinicflow.agents.ehr_qa import Fact
+from clinicflow.fhir import FHIR_ID
 from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
 from clinicflow.graphs.checkpoints import open_checkpointer
 from clinicflow.graphs.checkpoints import thread_config as _run_config
@@ -32,8 +32,6 @@ __all__ = [
     "resume_ehr_qa",
     "run_ehr_qa",
 ]
-
-_PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 class EhrQaError(Exception):
@@ -128,7 +126,7 @@ async def run_ehr_qa(
     question = question.strip()
     if not question:
         raise EhrQaInputError("the question is empty")
-    if not _PATIENT_ID.match(patient_id):
+    if not FHIR_ID.match(patient_id):
         raise EhrQaInputError(f"not a FHIR patient id: {patient_id!r}")
     thread_id = thread_id or uuid.uuid4().hex
     run_config = _run_config(config, thread_id)

@@ -9,7 +9,6 @@ write's identifier keeps it from being created twice.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from clinicflow.agents.ehr_task import current_time_from_context
+from clinicflow.fhir import FHIR_ID
 from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
 from clinicflow.graphs.checkpoints import open_checkpointer
 from clinicflow.graphs.checkpoints import thread_config as _run_config
@@ -38,7 +38,6 @@ __all__ = [
     "run_ehr_task",
 ]
 
-_PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 RunStatus = Literal["finished", "failed", "step_limit", "awaiting_approval"]
 
@@ -191,7 +190,7 @@ async def run_ehr_task(
     instruction = instruction.strip()
     if not instruction:
         raise EhrTaskInputError("the instruction is empty")
-    if patient_id is not None and not _PATIENT_ID.match(patient_id):
+    if patient_id is not None and not FHIR_ID.match(patient_id):
         raise EhrTaskInputError(f"not a FHIR patient id: {patient_id!r}")
     current = _check_now(now or current_time_from_context(context))
     thread_id = thread_id or uuid.uuid4().hex
