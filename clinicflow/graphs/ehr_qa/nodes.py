@@ -52,6 +52,7 @@ from clinicflow.agents.ehr_qa import (
     strip_citations,
 )
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
+from clinicflow.graphs.hidden_args import hidden_args, input_fields, strip_hidden_args
 from clinicflow.graphs.trace import now as _now
 from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
@@ -206,17 +207,6 @@ def _with_record_companions(citations: Sequence[str], evidence: Sequence[Evidenc
     return list(dict.fromkeys([*citations, *extra]))
 
 
-def _hidden_args(tool: BaseTool) -> set[str]:
-    """Arguments a tool takes that the model does not see: injected from state or runtime."""
-    return set(_input_fields(tool)) - set(tool.args)
-
-
-def _input_fields(tool: BaseTool) -> dict[str, Any]:
-    """All fields of a tool's input schema, injected ones included."""
-    fields: dict[str, Any] = getattr(tool.get_input_schema(), "model_fields", {})
-    return fields
-
-
 def _split_citations(raw: Sequence[str], known: set[str]) -> tuple[list[str], list[str]]:
     """Citations found in the evidence, and the others (malformed ones as given), without repeats."""
     kept: dict[str, None] = {}
@@ -250,14 +240,14 @@ class EhrQaNodes:
         self.manifest_tool = manifest_tool if manifest_tool in names else None
         if self.manifest_tool is not None:
             manifest = next(t for t in tools if t.name == self.manifest_tool)
-            fields = _input_fields(manifest)
+            fields = input_fields(manifest)
             required = [k for k in manifest.args if k in fields and fields[k].is_required()]
             if required:
                 raise ValueError(
                     f"manifest tool {manifest_tool!r} must need no arguments; it needs {required}"
                 )
         planner_tools = PLANNER.tools(tools)
-        self._hidden_args = {t.name: _hidden_args(t) for t in planner_tools}
+        self._hidden_args = hidden_args(planner_tools)
         # The manifest is read once, on the first step; the planner then chooses among the searches.
         choices = [t for t in planner_tools if t.name != self.manifest_tool]
         self.planner_tool_names = [t.name for t in choices]
@@ -285,7 +275,7 @@ class EhrQaNodes:
         if reply.tool_calls:
             if reply.invalid_tool_calls:
                 event["error"] = f"ignored invalid calls: {_invalid_reason(reply)}"
-            reply, stripped = self._strip_hidden_args(reply)
+            reply, stripped = strip_hidden_args(reply, self._hidden_args)
             if stripped:
                 event["args"]["ignored_args"] = stripped
             done = done or any(c["name"] == FINISH_TOOL_NAME for c in reply.tool_calls)
@@ -307,18 +297,6 @@ class EhrQaNodes:
             done = True
         update["retrieval_done"] = done
         return update
-
-    def _strip_hidden_args(self, reply: AIMessage) -> tuple[AIMessage, list[str]]:
-        """Drop arguments the model may not set (the patient id among them) from its tool calls."""
-        stripped: list[str] = []
-        cleaned: list[ToolCall] = []
-        for call in reply.tool_calls:
-            hidden = self._hidden_args.get(call["name"], set())
-            stripped += [f"{call['name']}.{k}" for k in call["args"] if k in hidden]
-            cleaned.append({**call, "args": {k: v for k, v in call["args"].items() if k not in hidden}})
-        if not stripped:
-            return reply, []
-        return reply.model_copy(update={"tool_calls": cleaned}), stripped
 
     async def retrieve(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """Run the planner's tool calls; keep cited result lines as evidence and time every call."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.errors import GraphBubbleUp
@@ -32,6 +32,7 @@ from clinicflow.agents.ehr_task import (
     task_messages,
 )
 from clinicflow.graphs.ehr_task.state import State, TraceRecord, WriteRecord, WriteStatus
+from clinicflow.graphs.hidden_args import hidden_args, strip_hidden_args
 from clinicflow.graphs.trace import now as _now
 from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
@@ -92,11 +93,6 @@ def _invalid_reason(reply: AIMessage) -> str:
             for c in reply.invalid_tool_calls
         )
     return "the reply held no tool call"
-
-
-def _hidden_args(tool: BaseTool) -> set[str]:
-    fields: dict[str, Any] = getattr(tool.get_input_schema(), "model_fields", {})
-    return set(fields) - set(tool.args)
 
 
 async def _guarded_tool_call(request: ToolCallRequest, execute: ToolExecutor) -> ToolMessage | Command:
@@ -188,7 +184,7 @@ class EhrTaskNodes:
         self.read_names = {t.name for t in read_tools}
         self.write_names = {t.name for t in writes}
         self.tool_names = names
-        self._hidden = {t.name: _hidden_args(t) for t in read_tools}
+        self._hidden = hidden_args(read_tools)
         self._bound = model.bind_tools(tools, tool_choice="any")
         self.tool_node = (
             ToolNode(
@@ -236,7 +232,7 @@ class EhrTaskNodes:
         if reply.tool_calls:
             if reply.invalid_tool_calls:
                 event["error"] = f"ignored invalid calls: {_invalid_reason(reply)}"
-            reply, stripped = self._strip_hidden_args(reply)
+            reply, stripped = strip_hidden_args(reply, self._hidden)
             if stripped:
                 event["args"]["ignored_args"] = stripped
             return update | {"messages": [reply], "invalid_streak": 0}
@@ -260,18 +256,6 @@ class EhrTaskNodes:
                 "finished": True,
             }
         return update
-
-    def _strip_hidden_args(self, reply: AIMessage) -> tuple[AIMessage, list[str]]:
-        """Drop arguments the model may not set (the patient id among them) from its read tool calls."""
-        stripped: list[str] = []
-        cleaned: list[ToolCall] = []
-        for call in reply.tool_calls:
-            hidden = self._hidden.get(call["name"], set())
-            stripped += [f"{call['name']}.{k}" for k in call["args"] if k in hidden]
-            cleaned.append({**call, "args": {k: v for k, v in call["args"].items() if k not in hidden}})
-        if not stripped:
-            return reply, []
-        return reply.model_copy(update={"tool_calls": cleaned}), stripped
 
     # -- tools -------------------------------------------------------------------------------------
 
