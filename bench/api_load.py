@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from machine import machine  # bench/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
@@ -49,26 +49,6 @@ from tests.integration.postgres import PrivatePostgres, find_postgres_bin  # noq
 
 QUESTION = "What are the patient's most recent observations?"
 RETRY_EVERY = 10
-
-
-def machine() -> dict[str, Any]:
-    """Names the machine the numbers come from."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-    }
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import machine  # bench/machine.py, beside this script
 
 from clinicflow.tools.guidelines import SHIPPED_CORPUS, GuidelineIndex, GuidelineSearcher, Passage
 from clinicflow.tools.guidelines.search import Mode
@@ -27,32 +28,6 @@ ROOT = Path(__file__).resolve().parent
 MODES: tuple[Mode, ...] = ("bm25", "dense", "hybrid")
 RECALL_AT = 5
 MRR_AT = 10
-
-
-def machine() -> dict[str, Any]:
-    """Names the machine the numbers come from."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    import torch
-
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        "device": "cpu",
-        "python": platform.python_version(),
-    }
 
 
 def is_hit(passage: Passage, doc: str, section: str) -> bool:
@@ -146,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "benchmark": "guideline_retrieval",
-                "machine": machine(),
+                "machine": machine(packages=("torch",)),
                 "corpus": {"documents": report.total_documents, "chunks": report.total_chunks},
                 "index_seconds": round(index_s, 2),
                 "settings": {

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import machine  # bench/machine.py, beside this script
 from PIL import Image
 
 from clinicflow.tools.images import ImageEncoder, Preprocess
@@ -44,36 +44,6 @@ MEDSIGLIP_448_VISION = {
     "image_size": 448,
     "patch_size": 14,
 }
-
-
-def hardware(device: str) -> dict[str, Any]:
-    """Names the machine (and GPU) the numbers come from."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "host": platform.node(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    import transformers
-
-    info["transformers"] = transformers.__version__
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = props.name
-        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def build_vision_model(device: str) -> Any:
@@ -257,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "image_index",
         "device": device,
-        "hardware": {**hardware(device), "load_avg_1m_at_start": load_at_start},
+        "hardware": {
+            **machine(device, packages=("torch", "transformers")),
+            "load_avg_1m_at_start": load_at_start,
+        },
         "encoder": {"vision_config": MEDSIGLIP_448_VISION, "params": params, "weights": "random"},
         "input": "synthetic 512x512 RGB PIL images (decoding not timed)",
         "rows": rows,

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import re
 import sys
 import time
@@ -34,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from machine import machine  # bench/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,29 +67,6 @@ SHAPES: dict[str, dict[str, Any]] = {
         sliding_window=1024,
     ),
 }
-
-
-def hardware(device: str) -> dict[str, Any]:
-    """The machine the numbers come from."""
-    info: dict[str, Any] = {
-        "device": device,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"model name\s*:\s*(.+)", text)
-        info["cpu"] = found.group(1).strip() if found else platform.processor()
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        info["cpu"] = platform.processor()
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(device)
-        info["gpu"] = props.name
-        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-    return info
 
 
 def copy_bandwidth(device: str) -> float:
@@ -282,7 +258,7 @@ def main() -> None:
     args.baseline_dtype = args.baseline_dtype or args.dtype
     batches = [int(b) for b in args.batches.split(",")]
 
-    info = hardware(args.device)
+    info = machine(args.device, packages=("torch", "transformers"))
     bandwidth = copy_bandwidth(args.device)
     model, tokenizer, load_s = build(args)
     vocab = model.config.get_text_config().vocab_size

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,32 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import machine  # bench/machine.py, beside this script
 
 from clinicflow.tools.images import EmbeddedVectorStore
 
 ROOT = Path(__file__).resolve().parent
 TARGET_MS = 50.0
 K = 10
-
-
-def machine() -> dict[str, Any]:
-    """Names the machine the numbers come from."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_avg_1m": os.getloadavg()[0],
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -161,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  target p99 < {TARGET_MS:.0f} ms at 10,000 vectors: {'met' if ok else 'NOT met'}")
     result = {
         "benchmark": "vector_search",
-        "machine": machine(),
+        "machine": machine(packages=("numpy",)),
         "n": args.n,
         "dim": args.dim,
         "dtype": args.dtype,
