@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
-from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
-from langgraph.types import Command
 from pydantic import BaseModel, ValidationError
 
 from clinicflow.agents.ehr_qa import (
@@ -53,6 +50,7 @@ from clinicflow.agents.ehr_qa import (
 )
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
 from clinicflow.graphs.hidden_args import hidden_args, input_fields, strip_hidden_args
+from clinicflow.graphs.tool_errors import guarded_tool_call, pop_timing
 from clinicflow.graphs.trace import now as _now
 from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
@@ -60,11 +58,10 @@ from clinicflow.graphs.trace import trace_event as _event
 __all__ = ["FAILED_ANSWER", "EhrQaNodes", "evidence_items"]
 
 FAILED_ANSWER = "no answer: the model did not return a valid final answer"
-_TIMING_KEY = "clinicflow_timing"
+_GUARDED_TOOL_CALL = guarded_tool_call(
+    failed=TOOL_FAILED_TEMPLATE, bad_arguments=BAD_ARGUMENTS_TEMPLATE, unknown=UNKNOWN_TOOL_TEMPLATE
+)
 _LEADING_CITATION = re.compile(r"^\[[^\[\]]+\]")
-_BAD_ARGUMENTS = re.compile(r"^\s*(?:[\w.-]+:\s*)?bad arguments", re.IGNORECASE)
-
-ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
 
 
 async def _call_model(
@@ -116,64 +113,6 @@ def _parse_contract(
     if reply.tool_calls:
         return None, f"expected a call of {tool_name}, got {', '.join(c['name'] for c in reply.tool_calls)}"
     return None, _invalid_reason(reply)
-
-
-async def _timed_tool_call(request: ToolCallRequest, execute: ToolExecutor) -> ToolMessage | Command:
-    """Run one tool call; time it and turn any failure into an error message the model can read."""
-    call = request.tool_call
-    started = _now()
-    t0 = time.perf_counter()
-    error_kind: str | None = None
-    result: ToolMessage | Command
-    try:
-        if request.tool is None:
-            error_kind = "unknown tool"
-            tools = ", ".join(t.name for t in request.runtime.tools) if request.runtime else ""
-            result = ToolMessage(
-                UNKNOWN_TOOL_TEMPLATE.format(tool=call["name"], tools=tools),
-                name=call["name"],
-                tool_call_id=call["id"] or "",
-                status="error",
-            )
-        else:
-            result = await execute(request)
-            if isinstance(result, ToolMessage) and result.status == "error":
-                error_kind = _self_reported_kind(result.text)
-    except GraphBubbleUp:
-        raise
-    except ToolInvocationError as exc:
-        error_kind = "bad arguments"
-        problems = (
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.filtered_errors)
-            if exc.filtered_errors is not None
-            else str(exc.source)
-        )
-        result = ToolMessage(
-            BAD_ARGUMENTS_TEMPLATE.format(tool=call["name"], error=problems),
-            name=call["name"],
-            tool_call_id=call["id"] or "",
-            status="error",
-        )
-    except Exception as exc:
-        error_kind = "tool failed"
-        result = ToolMessage(
-            TOOL_FAILED_TEMPLATE.format(tool=call["name"], error=f"{type(exc).__name__}: {exc}"),
-            name=call["name"],
-            tool_call_id=call["id"] or "",
-            status="error",
-        )
-    if isinstance(result, ToolMessage):
-        result.response_metadata[_TIMING_KEY] = {
-            "started": started,
-            "duration_ms": (time.perf_counter() - t0) * 1000,
-            "error_kind": error_kind,
-        }
-    return result
-
-
-def _self_reported_kind(text: str) -> str:
-    """The kind of an error a tool reported itself: "[tool: ]Bad arguments..." or, by default, a failure."""
-    return "bad arguments" if _BAD_ARGUMENTS.match(text) else "tool failed"
 
 
 def evidence_items(text: str) -> list[str]:
@@ -254,7 +193,7 @@ class EhrQaNodes:
         self._planner = model.bind_tools(choices, tool_choice=PLANNER.tool_choice)
         self._model = model
         self.tool_node = ToolNode(
-            planner_tools, name="retrieve", handle_tool_errors=False, awrap_tool_call=_timed_tool_call
+            planner_tools, name="retrieve", handle_tool_errors=False, awrap_tool_call=_GUARDED_TOOL_CALL
         )
 
     async def plan(self, state: State, config: RunnableConfig) -> dict[str, Any]:
@@ -307,9 +246,7 @@ class EhrQaNodes:
         trace: list[TraceRecord] = []
         errors: list[str] = []
         for raw in output["messages"]:
-            meta = dict(raw.response_metadata)
-            timing = meta.pop(_TIMING_KEY, {})
-            message = raw.model_copy(update={"response_metadata": meta})
+            message, timing = pop_timing(raw)
             messages.append(message)
             name = message.name or "?"
             text = message.text

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
-from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
-from langgraph.types import Command, interrupt
+from langgraph.types import interrupt
 from pydantic import ValidationError
 
 from clinicflow.agents.ehr_task import (
@@ -33,6 +31,7 @@ from clinicflow.agents.ehr_task import (
 )
 from clinicflow.graphs.ehr_task.state import State, TraceRecord, WriteRecord, WriteStatus
 from clinicflow.graphs.hidden_args import hidden_args, strip_hidden_args
+from clinicflow.graphs.tool_errors import guarded_tool_call, pop_timing
 from clinicflow.graphs.trace import now as _now
 from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
@@ -53,11 +52,13 @@ from clinicflow.tools.write_tools import (
 
 __all__ = ["EhrTaskNodes"]
 
-_TIMING_KEY = "clinicflow_timing"
 AUTO_APPROVER = "policy:auto_approve"
 REVIEWER = "reviewer"
-
-ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
+_GUARDED_TOOL_CALL = guarded_tool_call(
+    failed="Tool {tool} failed: {error}",
+    bad_arguments="Bad arguments for tool {tool}: {error}\nFix the arguments and call it again.",
+    unknown="Unknown tool {tool}. Call one of: {tools}.",
+)
 
 
 def _record(
@@ -93,49 +94,6 @@ def _invalid_reason(reply: AIMessage) -> str:
             for c in reply.invalid_tool_calls
         )
     return "the reply held no tool call"
-
-
-async def _guarded_tool_call(request: ToolCallRequest, execute: ToolExecutor) -> ToolMessage | Command:
-    """Run one read tool call; time it and turn any failure into an error message the model can read."""
-    call = request.tool_call
-    started = _now()
-    t0 = time.perf_counter()
-    result: ToolMessage | Command
-    error_kind: str | None = None
-    try:
-        result = await execute(request)
-        if isinstance(result, ToolMessage) and result.status == "error":
-            error_kind = "tool error"
-    except GraphBubbleUp:
-        raise
-    except ToolInvocationError as exc:
-        error_kind = "bad arguments"
-        problems = (
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.filtered_errors)
-            if exc.filtered_errors is not None
-            else str(exc.source)
-        )
-        result = ToolMessage(
-            f"Bad arguments for tool {call['name']}: {problems}\nFix the arguments and call it again.",
-            name=call["name"],
-            tool_call_id=call["id"] or "",
-            status="error",
-        )
-    except Exception as exc:
-        error_kind = "tool failed"
-        result = ToolMessage(
-            f"Tool {call['name']} failed: {type(exc).__name__}: {exc}",
-            name=call["name"],
-            tool_call_id=call["id"] or "",
-            status="error",
-        )
-    if isinstance(result, ToolMessage):
-        result.response_metadata[_TIMING_KEY] = {
-            "started": started,
-            "duration_ms": (time.perf_counter() - t0) * 1000,
-            "error_kind": error_kind,
-        }
-    return result
 
 
 def _outcome_text(write: PreparedWrite, outcome: WriteOutcome, decided_by: str) -> str:
@@ -188,7 +146,7 @@ class EhrTaskNodes:
         self._bound = model.bind_tools(tools, tool_choice="any")
         self.tool_node = (
             ToolNode(
-                list(read_tools), name="tools", handle_tool_errors=False, awrap_tool_call=_guarded_tool_call
+                list(read_tools), name="tools", handle_tool_errors=False, awrap_tool_call=_GUARDED_TOOL_CALL
             )
             if read_tools
             else None
@@ -276,9 +234,7 @@ class EhrTaskNodes:
             output = await self.tool_node.ainvoke(view, config)
             args_by_id = {c["id"]: c["args"] for c in reads}
             for raw in output["messages"]:
-                meta = dict(raw.response_metadata)
-                timing = meta.pop(_TIMING_KEY, {})
-                message = raw.model_copy(update={"response_metadata": meta})
+                message, timing = pop_timing(raw)
                 messages.append(message)
                 error = (
                     f"{timing.get('error_kind')}: {_short(message.text)}"
