@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 the model cannot be found, loaded or reached.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -140,3 +141,65 @@ class _Overlay:
         if name in self._overrides:
             return self._overrides[name]
         return getattr(self._settings, name)
+
+
+@model_app.command()
+def train(
+    train_files: Annotated[
+        list[Path],
+        typer.Argument(help="Chat-format JSONL files to train on (as `eval ehrqa --export` writes)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder; rerun into it to resume.")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="Base model folder (default: the converted Gemma 3 270M).")
+    ] = None,
+    val: Annotated[
+        list[Path] | None, typer.Option("--val", help="Held-out JSONL for validation loss.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for example order, LoRA init and dropout.")] = 0,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the data (may be fractional).")] = 1.0,
+    learning_rate: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = 2e-4,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Examples per optimizer step.")] = 4,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=16, help="Skip examples longer than this (never cut them).")
+    ] = 1024,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 (bf16 on a GPU).")] = "float32",
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Recompute activations (large models).")
+    ] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Write merged weights instead of the adapter.")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+) -> None:
+    """LoRA-tune a Gemma 3 model on chat JSONL: loss on assistant turns only, resumable, seeded."""
+    import json
+
+    from clinicflow.model.errors import ModelError
+    from clinicflow.model.training import TrainConfig, TrainingDataError, train_lora
+
+    if dtype not in ("float32", "bfloat16"):
+        raise _fail(f"--dtype must be float32 or bfloat16, not {dtype!r}")
+    try:
+        base_model = base or str(ensure_default_model(_settings().cache_dir))
+        config = TrainConfig(
+            base_model=base_model,
+            train_files=tuple(str(p) for p in train_files),
+            val_files=tuple(str(p) for p in val or ()),
+            seed=seed,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            lora_r=lora_r,
+            lora_alpha=2 * lora_r,
+            grad_accum=grad_accum,
+            max_tokens=max_tokens,
+            dtype=dtype,
+            gradient_checkpointing=gradient_checkpointing,
+            merge=merge,
+        )
+        result = train_lora(config, out, device=device)
+    except (TrainingDataError, ModelError) as exc:
+        raise _fail(str(exc)) from None
+    summary = {k: v for k, v in result.to_json().items() if k != "losses"}
+    typer.echo(json.dumps(summary, indent=2))
