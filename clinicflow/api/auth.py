@@ -33,6 +33,7 @@ import jwt
 
 from clinicflow.api.store import ApiKeyRow, Store, utcnow
 from clinicflow.fhir import FHIR_ID, FhirClient, FhirError, FhirNotFoundError
+from clinicflow.fhir.references import reference_key
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -331,7 +332,7 @@ class PatientAccess:
             group = {}
         except FhirError as exc:
             raise ForbiddenError(f"cannot resolve Group/{group_id}: {exc}", "group") from None
-        members = frozenset(_member_ids(group))
+        members = frozenset(_member_ids(group, self.client.base_url))
         self._groups[group_id] = (time.monotonic(), members)
         return members
 
@@ -356,11 +357,13 @@ class PatientAccess:
         return frozenset(ids)
 
 
-def _member_ids(group: Mapping[str, Any]) -> list[str]:
+def _member_ids(group: Mapping[str, Any], server_base: str | None = None) -> list[str]:
+    """Ids of the active Patient members of a Group on this server."""
     ids = []
     for member in group.get("member") or []:
-        reference = ((member or {}).get("entity") or {}).get("reference") or ""
-        kind, _, rid = str(reference).rpartition("/")
-        if kind.endswith("Patient") and FHIR_ID.match(rid) and not (member or {}).get("inactive"):
+        if not isinstance(member, Mapping) or member.get("inactive"):
+            continue
+        rtype, _, rid = (reference_key(member.get("entity"), server_base) or "").partition("/")
+        if rtype == "Patient":
             ids.append(rid)
     return ids

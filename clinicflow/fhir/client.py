@@ -22,6 +22,7 @@ from typing import Any, Literal
 import httpx
 
 from .errors import FhirError, error_from_response, error_from_transport
+from .references import reference_of
 from .search import DEFAULT_LIMIT, DEFAULT_MAX_PAGES, Search
 
 __all__ = ["FHIR_ID", "FHIR_JSON", "BearerAuth", "FhirClient"]
@@ -36,9 +37,6 @@ _MAX_BACKOFF_S = 2.0
 _RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 """A FHIR resource id: 1-64 letters, digits, `-` and `.`."""
-_LOCATION = re.compile(
-    r"(?:^|/)([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/?#]+)?/?(?:[?#].*)?$"
-)
 
 
 class _ClientDefault(Enum):
@@ -323,13 +321,15 @@ class FhirClient:
             if data.get("resourceType") == resource_type:
                 return data
         location = response.headers.get("Location") or response.headers.get("Content-Location")
-        match = _LOCATION.search(httpx.URL(location).path) if location else None
-        if match is None:
+        ref = (
+            reference_of(str(httpx.URL(location).copy_with(query=None, fragment=None))) if location else None
+        )
+        if ref is None or ref.resource_type is None or ref.id is None:
             raise FhirError(
                 f"FHIR server at {self.base_url} accepted the {resource_type} but returned "
                 "neither the resource nor a Location"
             )
-        return await self.read(match.group(1), match.group(2))
+        return await self.read(ref.resource_type, ref.id)
 
     async def create(
         self,

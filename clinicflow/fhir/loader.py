@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import re
 import time
 import uuid
 from collections import Counter
@@ -24,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from .client import FHIR_ID
 from .errors import FhirResponseError, FhirValidationError
+from .references import reference_of, references_in
 from .resources import parse_resource
 
 __all__ = [
@@ -51,7 +51,6 @@ LOAD_ORDER: tuple[str, ...] = (
 
 DEFAULT_CHUNK_SIZE = 500
 _ENTRY_BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "searchset"})
-_ABSOLUTE_REF_RE = re.compile(r"^https?://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
 class TransactionClient(Protocol):
@@ -265,17 +264,6 @@ def _scan(files: list[Path]) -> _Scan:
     return scan
 
 
-def _walk_references(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for value in node.values():
-            yield from _walk_references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk_references(value)
-
-
 def _resolve_conditional(scan: _Scan, rtype: str, query: str) -> str | None:
     params = parse_qsl(query)
     if len(params) != 1 or params[0][0] != "identifier":
@@ -290,22 +278,21 @@ def _resolve_conditional(scan: _Scan, rtype: str, query: str) -> str | None:
 def _rewrite_references(scan: _Scan, file: Path, resource: dict[str, Any]) -> str | None:
     """Rewrite references in place to `Type/id`; return an error message for one that cannot resolve."""
     urls = scan.file_urls.get(file, {})
-    for ref in _walk_references(resource):
+    for ref in references_in(resource):
         value: str = ref["reference"]
-        if value.startswith("#"):
+        parsed = reference_of(value)
+        if parsed is None or parsed.kind == "contained":
             continue
         target = urls.get(value) or scan.global_urls.get(value)
-        if target is None and "?" in value and not value.startswith(("http://", "https://", "urn:")):
-            rtype, _, query = value.partition("?")
-            target = _resolve_conditional(scan, rtype, query)
+        if target is None and parsed.kind == "conditional":
+            target = _resolve_conditional(scan, str(parsed.resource_type), str(parsed.query))
             if target is None:
                 return f"conditional reference {value!r} resolves to nothing in the folder"
-        if target is None and value.startswith("urn:"):
+        if target is None and parsed.kind == "urn":
             return f"reference {value!r} resolves to nothing in the folder (no entry has that fullUrl)"
-        if target is None:
-            match = _ABSOLUTE_REF_RE.match(value)
-            if match and (match.group(1), match.group(2)) in scan.keys:
-                target = f"{match.group(1)}/{match.group(2)}"
+        # An absolute reference to a resource the folder holds is taken as the source server's own.
+        if target is None and parsed.kind == "absolute" and (parsed.resource_type, parsed.id) in scan.keys:
+            target = parsed.key
         if target is not None:
             ref["reference"] = target
     return None

@@ -21,15 +21,19 @@ from langgraph.prebuilt import InjectedState
 from pydantic import ValidationError
 
 from clinicflow.fhir import FhirBadRequestError, FhirClient, FhirError, FhirNotFoundError
+from clinicflow.fhir.references import (
+    OUTSIDE_COMPARTMENTS,
+    PATIENT_COMPARTMENT,
+    belongs_to_patient,
+    reference_key,
+)
 
 from .manifest import build_manifest, render_manifest, resource_codings
 from .render import (
     References,
-    belongs_to_patient,
     concept_text,
     estimate_tokens,
     human_name,
-    reference_key,
     render_lines,
     render_resource,
     resource_date,
@@ -374,16 +378,15 @@ class RecordReader:
             query=query, resources=kept, foreign_dropped=dropped, fetch_capped=capped, refs=refs
         )
 
-    @staticmethod
     def _filter(
-        found: Iterable[dict[str, Any]], patient_id: str, query: RecordQuery
+        self, found: Iterable[dict[str, Any]], patient_id: str, query: RecordQuery
     ) -> tuple[list[dict[str, Any]], int]:
         kept: list[dict[str, Any]] = []
         dropped = 0
         for resource in found:
             if resource.get("resourceType") != query.resource_type:
                 continue
-            if not belongs_to_patient(resource, patient_id):
+            if not belongs_to_patient(resource, patient_id, self.client.base_url):
                 dropped += 1
                 continue
             if _code_matches(resource, query) and _in_dates(resource, query):
@@ -392,48 +395,53 @@ class RecordReader:
 
     async def references(self, patient_id: str, resources: Sequence[Mapping[str, Any]]) -> References:
         """Labels for what the lines point to: reasons (the patient's Conditions), requesters, performers,
-        and the visit dates of Conditions."""
+        and the visit dates of Conditions.
+
+        Only references to this server are followed. A patient-owned type (Condition, Encounter,
+        RelatedPerson, ...) is fetched with a search scoped to the patient, so another patient's resource
+        is never read; a Patient other than the one in context is not fetched at all."""
+        base = self.client.base_url
         wanted: dict[str, None] = {}
         encounters: dict[str, None] = {}
         for r in resources:
             for ref in r.get("reasonReference") or []:
-                _want(wanted, ref)
+                _want(wanted, ref, base)
             for field_name in ("requester", "medicationReference", "recorder", "asserter"):
-                _want(wanted, r.get(field_name))
+                _want(wanted, r.get(field_name), base)
             for author in r.get("author") or []:
-                _want(wanted, author)
+                _want(wanted, author, base)
             for participant in r.get("participant") or []:
-                _want(wanted, (participant or {}).get("individual"))
+                _want(wanted, (participant or {}).get("individual"), base)
             needs_encounter = r.get("resourceType") == "Condition" and not r.get("recordedDate")
             if needs_encounter or (r.get("resourceType") == "MedicationRequest" and not r.get("requester")):
-                encounter_key = reference_key((r.get("encounter") or {}).get("reference"))
+                encounter_key = reference_key(r.get("encounter"), base)
                 if encounter_key:
                     encounters[encounter_key] = None
         cache: dict[str, dict[str, Any] | None] = {}
-        await self._read_all([*encounters, *wanted], cache)
+        await self._read_all(patient_id, [*encounters, *wanted], cache)
         performers: dict[str, str] = {}
         dates: dict[str, str] = {}
         for key in encounters:
             encounter = cache.get(key)
-            if encounter is None or not belongs_to_patient(encounter, patient_id):
+            if encounter is None:
                 continue
             start = (encounter.get("period") or {}).get("start")
             if isinstance(start, str) and start:
                 dates[key] = start[:10]
-            performer = _primary_performer(encounter)
+            performer = _primary_performer(encounter, base)
             if performer:
                 performers[key] = performer
                 wanted[performer] = None
-        await self._read_all(list(wanted), cache)
+        await self._read_all(patient_id, list(wanted), cache)
         names: dict[str, str] = {}
+        own: set[str] = set()
         label: str | None
         for key in wanted:
             resource = cache.get(key)
             if resource is None:
                 continue
+            own.add(key)
             if resource.get("resourceType") in ("Condition", "Observation", "Procedure", "Encounter"):
-                if not belongs_to_patient(resource, patient_id):
-                    continue
                 label = concept_text(resource.get("code")) or render_resource(resource)
             elif resource.get("resourceType") == "Medication":
                 label = concept_text(resource.get("code"))
@@ -441,14 +449,25 @@ class RecordReader:
                 label = human_name(resource) or _role_name(resource)
             if label:
                 names[key] = label
-        return References(names=names, encounter_performers=performers, dates=dates)
+        return References(
+            names=names, own=frozenset(own), encounter_performers=performers, dates=dates, server_base=base
+        )
 
-    async def _read_all(self, keys: Iterable[str], cache: dict[str, dict[str, Any] | None]) -> None:
-        """Fetch referenced resources into `cache`: one `_id` search per type and chunk, reads as fallback."""
+    async def _read_all(
+        self, patient_id: str, keys: Iterable[str], cache: dict[str, dict[str, Any] | None]
+    ) -> None:
+        """Fetch referenced resources into `cache` (None for what may not or cannot be shown).
+
+        Shared types (Practitioner, Organization, Medication, ...): one `_id` search per type and chunk,
+        reads as fallback. Patient-owned types: an `_id` search scoped to the patient by the compartment's
+        parameter, each result checked to be the patient's. Patients: only the one in context."""
         todo = [k for k in dict.fromkeys(keys) if k not in cache][: max(0, _MAX_REFERENCES - len(cache))]
         by_type: dict[str, list[str]] = {}
         for key in todo:
             rtype, _, rid = key.partition("/")
+            if rtype == "Patient":
+                cache[key] = await self.patient(patient_id) if rid == patient_id else None
+                continue
             by_type.setdefault(rtype, []).append(rid)
         gate = asyncio.Semaphore(_READ_CONCURRENCY)
 
@@ -460,17 +479,27 @@ class RecordReader:
                     cache[f"{rtype}/{rid}"] = None
 
         async def chunk(rtype: str, ids: list[str]) -> None:
-            try:
-                async with gate:
-                    found = await self.client.search(rtype).where(_id=",".join(ids)).all(limit=len(ids))
-            except (FhirBadRequestError, FhirNotFoundError, ValueError):
-                await asyncio.gather(*(read(rtype, rid) for rid in ids))
-                return
-            for resource in found:
-                if resource.get("resourceType") == rtype and resource.get("id") in ids:
-                    cache[f"{rtype}/{resource['id']}"] = resource
+            shared = rtype in OUTSIDE_COMPARTMENTS
+            params = PATIENT_COMPARTMENT.get(rtype)
             for rid in ids:
                 cache.setdefault(f"{rtype}/{rid}", None)
+            if not shared and not params:
+                return
+            search = self.client.search(rtype).where(_id=",".join(ids))
+            if params:
+                search = search.where({next(iter(params)): f"Patient/{patient_id}"})
+            try:
+                async with gate:
+                    found = await search.all(limit=len(ids))
+            except (FhirBadRequestError, FhirNotFoundError, ValueError):
+                if shared:
+                    await asyncio.gather(*(read(rtype, rid) for rid in ids))
+                return
+            for resource in found:
+                if resource.get("resourceType") != rtype or resource.get("id") not in ids:
+                    continue
+                if shared or belongs_to_patient(resource, patient_id, self.client.base_url):
+                    cache[f"{rtype}/{resource['id']}"] = resource
 
         await asyncio.gather(
             *(
@@ -516,14 +545,16 @@ class RecordReader:
         return render_manifest(manifest, self.manifest_budget)
 
 
-def _want(wanted: dict[str, None], ref: Any) -> None:
-    if isinstance(ref, Mapping) and not ref.get("display"):
-        key = reference_key(ref.get("reference"))
-        if key:
-            wanted[key] = None
+def _want(wanted: dict[str, None], ref: Any, server_base: str) -> None:
+    """Note a reference to resolve: one on this server, and (for a shared type) with no display of its own.
+
+    References to patient-owned types are always resolved: only a verified one may be shown."""
+    key = reference_key(ref, server_base) if isinstance(ref, Mapping) else None
+    if key and not (ref.get("display") and key.partition("/")[0] in OUTSIDE_COMPARTMENTS):
+        wanted[key] = None
 
 
-def _primary_performer(encounter: Mapping[str, Any]) -> str | None:
+def _primary_performer(encounter: Mapping[str, Any], server_base: str) -> str | None:
     participants = [p for p in encounter.get("participant") or [] if isinstance(p, Mapping)]
     primary = [
         p
@@ -531,8 +562,8 @@ def _primary_performer(encounter: Mapping[str, Any]) -> str | None:
         if any(c.get("code") == "PPRF" for t in p.get("type") or [] for c in (t or {}).get("coding") or [])
     ]
     for participant in primary or participants:
-        key = reference_key((participant.get("individual") or {}).get("reference"))
-        if key and key.split("/")[0] in ("Practitioner", "PractitionerRole"):
+        key = reference_key(participant.get("individual"), server_base)
+        if key and key.partition("/")[0] in ("Practitioner", "PractitionerRole"):
             return key
     return None
 

@@ -7,7 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .render import belongs_to_patient, estimate_tokens, render_resource, resource_date
+from clinicflow.fhir.references import belongs_to_patient
+
+from .render import estimate_tokens, render_resource, resource_date
 
 __all__ = [
     "CODE_PATHS",

@@ -7,19 +7,19 @@ Each line starts with the resource's clinical date and ends with its citation, e
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clinicflow.fhir.references import OUTSIDE_COMPARTMENTS, reference_of
+
 __all__ = [
+    "NOT_SHOWN",
     "References",
-    "belongs_to_patient",
     "citation",
     "concept_text",
     "estimate_tokens",
     "human_name",
-    "reference_key",
     "render_lines",
     "render_resource",
     "resource_date",
@@ -27,7 +27,9 @@ __all__ = [
 
 Resource = Mapping[str, Any]
 
-_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
+NOT_SHOWN = "a record outside this patient's (not shown)"
+"""What a line says in place of a reference it may not show: another patient's, or not verified."""
+
 _BP_SYSTOLIC = "8480-6"
 _BP_DIASTOLIC = "8462-4"
 _UNITS = {"mm[Hg]": "mmHg", "[lb_av]": "lb", "[in_i]": "in", "[degF]": "°F", "Cel": "°C"}
@@ -71,51 +73,48 @@ _GENERIC_DATE_PATHS = (
 
 @dataclass(frozen=True)
 class References:
-    """Labels of resources that lines point to, resolved by the caller (FHIR reads), keyed `Type/id`.
+    """What lines may say about the resources they point to, resolved by the caller (FHIR reads).
 
-    `names` holds display labels (a Practitioner's name, a Condition's display); `encounter_performers`
-    maps an Encounter to the Practitioner who performed it, used when a request names no requester;
-    `dates` holds the start day of referenced Encounters (a Condition's diagnosing visit).
+    `names` holds display labels (a Practitioner's name, a Condition's display) keyed `Type/id`;
+    `own` holds keys the caller verified to be in the patient's record, so they may be cited;
+    `encounter_performers` maps an Encounter to the Practitioner who performed it, used when a request
+    names no requester; `dates` holds the start day of referenced Encounters (a Condition's diagnosing
+    visit); `server_base` is the FHIR base the resources came from (absolute references elsewhere are
+    not this record's). A reference to a patient-owned type that is in neither `names` nor `own`
+    (another patient, a RelatedPerson, a Condition not verified) is shown only as `NOT_SHOWN`.
     """
 
     names: Mapping[str, str] = field(default_factory=dict)
+    own: frozenset[str] = frozenset()
     encounter_performers: Mapping[str, str] = field(default_factory=dict)
     dates: Mapping[str, str] = field(default_factory=dict)
+    server_base: str | None = None
+
+    def key(self, ref: Any) -> str | None:
+        """`Type/id` of a Reference element (or string) on this server, else None."""
+        parsed = reference_of(ref)
+        return parsed.local_key(self.server_base) if parsed is not None else None
+
+    def shown(self, ref: Mapping[str, Any]) -> bool:
+        """Whether a line may name or cite what the Reference points to."""
+        if not isinstance(ref.get("reference"), str):
+            return True
+        key = self.key(ref)
+        if key is None:
+            return False
+        return key in self.names or key in self.own or key.partition("/")[0] in OUTSIDE_COMPARTMENTS
 
     def name(self, ref: Mapping[str, Any] | None) -> str | None:
-        """The label of a Reference: its own display, else the resolved name."""
-        if not isinstance(ref, Mapping):
+        """The label of a Reference that may be shown: its own display, else the resolved name."""
+        if not isinstance(ref, Mapping) or not self.shown(ref):
             return None
         if ref.get("display"):
             return str(ref["display"])
-        key = reference_key(ref.get("reference"))
+        key = self.key(ref)
         return self.names.get(key) if key else None
 
 
 _NO_REFERENCES = References()
-
-
-def reference_key(reference: Any) -> str | None:
-    """`Type/id` of a relative or absolute literal reference; None for anything else."""
-    if not isinstance(reference, str):
-        return None
-    match = _REF.search(reference)
-    return f"{match.group(1)}/{match.group(2)}" if match else None
-
-
-_PATIENT_FIELDS = ("subject", "patient", "beneficiary", "for")
-
-
-def belongs_to_patient(resource: Resource, patient_id: str) -> bool:
-    """True when the resource is the patient, or its subject/patient reference points to that patient."""
-    if resource.get("resourceType") == "Patient":
-        return resource.get("id") == patient_id
-    wanted = f"Patient/{patient_id}"
-    refs: list[Mapping[str, Any]] = [
-        ref for ref in (resource.get(name) for name in _PATIENT_FIELDS) if isinstance(ref, Mapping)
-    ]
-    keys = [reference_key(ref.get("reference")) for ref in refs]
-    return bool(keys) and all(key == wanted for key in keys)
 
 
 def _get(resource: Any, path: str) -> Any:
@@ -308,7 +307,7 @@ def _observation(r: Resource, refs: References) -> str:
 def _condition(r: Resource, refs: References) -> str:
     onset = _day(r.get("onsetDateTime")) or _day(_get(r, "onsetPeriod.start"))
     recorded = _day(r.get("recordedDate"))
-    encounter = reference_key(_get(r, "encounter.reference"))
+    encounter = refs.key(r.get("encounter"))
     visit = refs.dates.get(encounter) if encounter else None
     abated = _day(r.get("abatementDateTime")) or _day(_get(r, "abatementPeriod.end"))
     verification = _status(r.get("verificationStatus"))
@@ -349,19 +348,27 @@ def _dosage(dosages: Any) -> str | None:
 
 
 def _prescriber(r: Resource, refs: References) -> str | None:
-    requester = refs.name(r.get("requester"))
-    if requester:
-        return f"requester {requester}"
-    encounter = reference_key(_get(r, "encounter.reference") or _get(r, "context.reference"))
+    requester = r.get("requester")
+    if isinstance(requester, Mapping) and not refs.shown(requester):
+        return f"requester {NOT_SHOWN}"
+    name = refs.name(requester)
+    if name:
+        return f"requester {name}"
+    encounter = refs.key(r.get("encounter") or r.get("context"))
     performer = refs.encounter_performers.get(encounter) if encounter else None
-    name = refs.names.get(performer) if performer else None
-    return f"encounter performer {name}" if name else None
+    performer_name = refs.names.get(performer) if performer else None
+    return f"encounter performer {performer_name}" if performer_name else None
 
 
 def _reasons(r: Resource, refs: References) -> str | None:
     parts: list[str] = []
     for ref in r.get("reasonReference") or []:
-        key = reference_key((ref or {}).get("reference"))
+        if not isinstance(ref, Mapping):
+            continue
+        if not refs.shown(ref):
+            parts.append(NOT_SHOWN)
+            continue
+        key = refs.key(ref)
         label = refs.name(ref)
         if label and key:
             parts.append(f"{label} [{key}]")
@@ -507,8 +514,9 @@ def _patient(r: Resource, refs: References) -> str:
 
 
 def _document(r: Resource, refs: References) -> str:
-    authors = [refs.name(a) for a in r.get("author") or []]
-    by = ", ".join(a for a in authors if a)
+    authors = [a for a in r.get("author") or [] if isinstance(a, Mapping)]
+    names = [refs.name(a) if refs.shown(a) else NOT_SHOWN for a in authors]
+    by = ", ".join(dict.fromkeys(n for n in names if n))
     return _join([concept_text(r.get("type")) or "Document", r.get("docStatus"), f"by {by}" if by else None])
 
 

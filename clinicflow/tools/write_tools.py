@@ -1,11 +1,15 @@
 """Approval-gated FHIR writes: the tools a model calls to propose a resource, and the writer that creates it.
 
 A write tool call never writes by itself. `prepare_write` turns it into the exact resource to create: the
-subject forced to the patient in context, server-owned fields dropped, an idempotency identifier derived
-from (run id, step, content hash) added, and the result validated as FHIR R4. A graph shows that resource
-for approval (`approve`, `reject` with a reason, or `edit` with a replacement) and only then calls
-`FhirWriter.execute`, a conditional create (`If-None-Exist: identifier=system|value`) preceded by a search
-on the same identifier, so a retried or resumed run never creates the same resource twice.
+subject set to the patient in context, server-owned fields dropped, an idempotency identifier derived
+from (run id, step, content hash) added, and the result validated as FHIR R4. Every reference in it must
+point to the patient in context, to a shared resource outside every patient's compartment (Practitioner,
+Organization, Medication, Location, ...) or to a resource of the patient's own record, which
+`FhirWriter.check_references` verifies on the server; anything else is refused before any approval.
+A graph shows that resource for approval (`approve`, `reject` with a reason, or `edit` with a
+replacement) and only then calls `FhirWriter.execute`, a conditional create
+(`If-None-Exist: identifier=system|value`) preceded by a search on the same identifier, so a retried or
+resumed run never creates the same resource twice.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from clinicflow.fhir import (
+    FhirBadRequestError,
     FhirClient,
     FhirConnectionError,
     FhirError,
@@ -29,6 +34,14 @@ from clinicflow.fhir import (
     FhirTimeoutError,
     FhirValidationError,
     parse_resource,
+)
+from clinicflow.fhir.references import (
+    OUTSIDE_COMPARTMENTS,
+    PATIENT_COMPARTMENT,
+    PATIENT_IDENTITY_TYPES,
+    belongs_to_patient,
+    parse_reference,
+    references_in,
 )
 
 __all__ = [
@@ -62,6 +75,7 @@ __all__ = [
     "make_write_tools",
     "parse_decision",
     "prepare_write",
+    "record_references",
 ]
 
 log = logging.getLogger(__name__)
@@ -317,6 +331,45 @@ def _validation_errors(exc: FhirValidationError) -> list[str]:
     return [f"{path}: {msg}" for path, msg in exc.errors] or [str(exc)]
 
 
+def _reference_problem(value: str, patient_id: str, contained: set[str]) -> str | None:
+    """Why a reference may not be written (None when it may, or needs a server check)."""
+    try:
+        ref = parse_reference(value)
+    except ValueError as exc:
+        return str(exc)
+    if ref.kind == "contained":
+        return None if ref.id in contained else f"{value!r} names no contained resource"
+    if ref.kind != "relative":
+        return f"{value!r} is not a Type/id reference on this server; write references as Type/id"
+    if ref.resource_type == "Patient" and ref.id != patient_id:
+        return f"{value!r} points to another patient; a write may reference only the patient in context"
+    if ref.resource_type in PATIENT_IDENTITY_TYPES - {"Patient", "RelatedPerson"}:
+        return f"{value!r} names a {ref.resource_type}, which may hold other patients"
+    return None
+
+
+def record_references(resource: Mapping[str, Any], patient_id: str) -> list[str]:
+    """The references to patient-owned resources (`Type/id`) that must be the patient's own, checked on
+    the server by `FhirWriter.check_references`; raises `WriteArgumentsError` listing every reference
+    that may not be written at all."""
+    contained = {str(c.get("id")) for c in resource.get("contained") or [] if isinstance(c, Mapping)}
+    problems: list[str] = []
+    verify: dict[str, None] = {}
+    for element in references_in(resource):
+        value = element["reference"]
+        problem = _reference_problem(value, patient_id, contained)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        ref = parse_reference(value)
+        rtype = ref.resource_type
+        if ref.key and rtype != "Patient" and rtype not in OUTSIDE_COMPARTMENTS:
+            verify[ref.key] = None
+    if problems:
+        raise WriteArgumentsError("refused: " + "; ".join(dict.fromkeys(problems)))
+    return list(verify)
+
+
 def finalize_resource(
     resource: Mapping[str, Any],
     *,
@@ -327,8 +380,9 @@ def finalize_resource(
 ) -> tuple[dict[str, Any], str, str, list[str]]:
     """Scope a resource to the patient and add its idempotency identifier.
 
-    Returns (resource, identifier value, content hash, notes on what was changed). With `validate`, raises
-    `WriteArgumentsError` listing every FHIR R4 validation error.
+    Returns (resource, identifier value, content hash, notes on what was changed). Raises
+    `WriteArgumentsError` for a reference that may not be written (another patient, another server, a
+    urn or search) and, with `validate`, listing every FHIR R4 validation error.
     """
     if not isinstance(resource, Mapping):
         raise WriteArgumentsError(f"a resource must be a JSON object, got {type(resource).__name__}")
@@ -346,10 +400,14 @@ def finalize_resource(
             out.pop(key)
     wanted = {"reference": f"Patient/{patient_id}"}
     given = out.get(field_name)
-    if given != wanted:
-        if given is not None:
-            notes.append(f"{field_name} set to Patient/{patient_id} (was {json.dumps(given, default=str)})")
-        out[field_name] = wanted
+    if given is not None and not (
+        isinstance(given, Mapping) and given.get("reference") == wanted["reference"]
+    ):
+        raise WriteArgumentsError(
+            f"refused: {field_name} must be the patient in context (Patient/{patient_id}) or left out"
+        )
+    out[field_name] = wanted
+    record_references(out, patient_id)
     identifiers = [
         i
         for i in out.get("identifier") or []
@@ -576,6 +634,29 @@ class FhirWriter:
         )
         return found[0] if found else None
 
+    async def check_references(self, write: PreparedWrite) -> None:
+        """Raise `WriteArgumentsError` unless every reference to a patient-owned resource points into the
+        patient's own record; each is looked up with a search scoped to the patient, so another patient's
+        resource is never read."""
+        missing: list[str] = []
+        for key in record_references(write.resource, write.patient_id):
+            rtype, _, rid = key.partition("/")
+            params = PATIENT_COMPARTMENT.get(rtype)
+            found: list[dict[str, Any]] = []
+            if params:
+                scope = {next(iter(params)): f"Patient/{write.patient_id}"}
+                try:
+                    found = await self.client.search(rtype).where(_id=rid).where(scope).all(limit=2)
+                except FhirBadRequestError:
+                    found = []
+            base = self.client.base_url
+            if not any(r.get("id") == rid and belongs_to_patient(r, write.patient_id, base) for r in found):
+                missing.append(key)
+        if missing:
+            raise WriteArgumentsError(
+                "refused: " + "; ".join(f"{key} is not in this patient's record" for key in missing)
+            )
+
     async def _create_once(self, write: PreparedWrite) -> WriteOutcome:
         if self.search_first:
             try:
@@ -605,6 +686,11 @@ class FhirWriter:
         ]
         if not ours:
             return WriteOutcome(status="invalid", errors=["the resource lost its write identifier"])
+        try:
+            record_references(write.resource, write.patient_id)
+            await self.check_references(write)
+        except WriteArgumentsError as exc:
+            return WriteOutcome(status="invalid", errors=[exc.detail])
         for attempt in range(self.retries + 1):
             try:
                 return await self._create_once(write)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clinicflow.evals.ehrqa.records import PatientRecord
+from clinicflow.fhir.references import OUTSIDE_COMPARTMENTS, reference_key
 
 __all__ = [
     "CVX",
@@ -312,7 +313,9 @@ class _Collector:
     def prescriber(self, r: Mapping[str, Any]) -> tuple[str | None, str | None]:
         requester = r.get("requester")
         if isinstance(requester, Mapping):
-            key = requester.get("reference") if isinstance(requester.get("reference"), str) else None
+            key = reference_key(requester)
+            if key is not None and key.partition("/")[0] not in OUTSIDE_COMPARTMENTS:
+                return None, None  # a patient or related person: never named as a prescriber
             if requester.get("display"):
                 return str(requester["display"]), key
             return self._person(key), key
@@ -326,8 +329,8 @@ class _Collector:
             if any(c.get("code") == "PPRF" for t in p.get("type") or [] for c in _codings(t))
         ]
         for participant in primary or participants:
-            key = (participant.get("individual") or {}).get("reference")
-            if isinstance(key, str) and key.split("/")[0] in ("Practitioner", "PractitionerRole"):
+            key = reference_key(participant.get("individual"))
+            if key is not None and key.partition("/")[0] in ("Practitioner", "PractitionerRole"):
                 return self._person(key), key
         return None, None
 

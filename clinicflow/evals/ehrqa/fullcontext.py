@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from clinicflow.evals.ehrqa.questions import Question
 from clinicflow.evals.ehrqa.records import PatientRecord
 from clinicflow.evals.ehrqa.scoring import REFUSAL, score
+from clinicflow.fhir.references import belongs_to_patient, reference_key
 from clinicflow.tools.render import (
     References,
     concept_text,
@@ -99,7 +100,9 @@ def _references(record: PatientRecord) -> References:
         elif rtype == "PractitionerRole":
             practitioner = resource.get("practitioner") or {}
             label = practitioner.get("display")
-        elif rtype in ("Condition", "Medication"):
+        elif rtype == "Medication" or (
+            rtype == "Condition" and belongs_to_patient(resource, record.patient_id)
+        ):
             label = concept_text(resource.get("code"))
         else:
             label = None
@@ -117,8 +120,8 @@ def _references(record: PatientRecord) -> References:
             )
         ]
         for p in primary or participants:
-            ref = (p.get("individual") or {}).get("reference")
-            if isinstance(ref, str) and ref.split("/")[0] in ("Practitioner", "PractitionerRole"):
+            ref = reference_key(p.get("individual"))
+            if ref is not None and ref.partition("/")[0] in ("Practitioner", "PractitionerRole"):
                 performers[f"Encounter/{r.get('id')}"] = ref
                 break
     return References(names=names, encounter_performers=performers)

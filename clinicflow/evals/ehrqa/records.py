@@ -8,7 +8,6 @@ that resolves nowhere) is skipped here too, so no question rests on a resource t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,15 @@ from typing import Any
 
 from clinicflow.fhir import FhirClient, FhirError
 from clinicflow.fhir.loader import resolved_resources
+from clinicflow.fhir.references import (
+    OUTSIDE_COMPARTMENTS,
+    belongs_to_patient,
+    reference_key,
+    references_in,
+    sole_patient,
+)
 
 __all__ = [
-    "PATIENT_FIELDS",
     "PatientRecord",
     "RecordSet",
     "RecordsError",
@@ -26,10 +31,6 @@ __all__ = [
     "records_from_resources",
     "records_from_server",
 ]
-
-PATIENT_FIELDS = ("subject", "patient")
-
-_RELATIVE_RE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
 
 class RecordsError(ValueError):
@@ -51,12 +52,15 @@ class PatientRecord:
         return [r for r in self.resources if r.get("resourceType") == resource_type]
 
     def resolve(self, reference: Any) -> dict[str, Any] | None:
-        """The resource a `Type/id` reference (or Reference object) points to, if the source holds it."""
-        if isinstance(reference, Mapping):
-            reference = reference.get("reference")
-        if not isinstance(reference, str):
+        """The resource a `Type/id` reference (or Reference object) points to, if the source holds it and
+        it is shared (a practitioner, a medication) or this patient's own; never another patient's."""
+        key = reference_key(reference)
+        resource = self.shared.get(key) if key else None
+        if key is None or resource is None:
             return None
-        return self.shared.get(reference)
+        if key.partition("/")[0] in OUTSIDE_COMPARTMENTS or belongs_to_patient(resource, self.patient_id):
+            return resource
+        return None
 
 
 @dataclass
@@ -75,30 +79,6 @@ class RecordSet:
     def head(self, n: int | None) -> RecordSet:
         """The first `n` records (all when n is None)."""
         return self if n is None else RecordSet(self.records[:n], self.skipped)
-
-
-def _walk_references(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for value in node.values():
-            yield from _walk_references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk_references(value)
-
-
-def _patient_of(resource: Mapping[str, Any]) -> str | None:
-    """The patient id a resource belongs to, when all its patient references agree."""
-    keys = set()
-    for name in PATIENT_FIELDS:
-        ref = resource.get(name)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            match = _RELATIVE_RE.match(ref["reference"])
-            keys.add(match.group(2) if match and match.group(1) == "Patient" else None)
-    if len(keys) != 1:
-        return None
-    return next(iter(keys))
 
 
 def records_from_resources(
@@ -120,7 +100,7 @@ def records_from_resources(
         if rtype == "Patient":
             patients[rid] = item
             continue
-        owner = _patient_of(item)
+        owner = sole_patient(item)
         if owner is not None:
             owned.setdefault(owner, []).append(item)
     records = [
@@ -144,9 +124,6 @@ def read_records(path: Path | str) -> RecordSet:
     return records
 
 
-_SHARED_TYPES = ("Practitioner", "PractitionerRole", "Medication", "Encounter", "Condition", "Organization")
-
-
 async def records_from_server(
     client: FhirClient,
     *,
@@ -154,7 +131,8 @@ async def records_from_server(
     max_patients: int | None = None,
     limit: int = 50_000,
 ) -> RecordSet:
-    """Read patients' records with `Patient/$everything`, plus the practitioners and medications they cite."""
+    """Read patients' records with `Patient/$everything`, plus the shared resources they cite (practitioners,
+    organizations, medications: types outside every patient's compartment)."""
     if patient_ids is None:
         found = await client.search("Patient").all(limit=max_patients or limit)
         patient_ids = sorted(str(p["id"]) for p in found if p.get("id"))
@@ -165,10 +143,10 @@ async def records_from_server(
     have = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
     wanted: dict[str, None] = {}
     for resource in resources:
-        for ref in _walk_references(resource):
-            match = _RELATIVE_RE.match(ref["reference"])
-            if match and match.group(1) in _SHARED_TYPES and ref["reference"] not in have:
-                wanted[ref["reference"]] = None
+        for ref in references_in(resource):
+            key = reference_key(ref, client.base_url)
+            if key and key.partition("/")[0] in OUTSIDE_COMPARTMENTS and key not in have:
+                wanted[key] = None
     for key in wanted:
         rtype, _, rid = key.partition("/")
         try:

@@ -271,6 +271,7 @@ class EhrTaskNodes:
                         tool_call_id=call_id,
                         now=state.get("now"),
                     )
+                    await self.writer.check_references(write)
                 except WriteArgumentsError as exc:
                     text = f"Bad arguments for tool {name}: {exc.detail}\nNothing was written; fix and retry."
                     messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))

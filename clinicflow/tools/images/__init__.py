@@ -15,7 +15,7 @@ from .ingest import (
 )
 from .search import ImageHit, ImageIndex, LabelScore, zero_shot
 from .store import EmbeddedVectorStore, VectorHit, VectorStore, open_store
-from .tool import make_image_tools
+from .tool import make_cohort_image_tool, make_image_tools
 
 __all__ = [
     "EmbeddedVectorStore",
@@ -41,6 +41,7 @@ __all__ = [
     "index_folder",
     "load_image",
     "load_image_bytes",
+    "make_cohort_image_tool",
     "make_image_tools",
     "open_store",
     "zero_shot",

@@ -298,18 +298,13 @@ class FhirReader(Protocol):
     def search(self, resource_type: str) -> Any: ...
 
 
-def _ref_id(reference: str, resource_type: str) -> str | None:
-    parts = reference.rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == resource_type:
-        return parts[-1]
-    if len(parts) >= 4 and parts[-4] == resource_type and parts[-2] == "_history":
-        return parts[-3]
-    return None
+def _ref_id(reference: str, resource_type: str, server_base: str) -> str | None:
+    """The id of a reference to a resource of `resource_type` on this server, else None."""
+    from clinicflow.fhir.references import reference_key
 
-
-def _belongs_to(resource: Mapping[str, Any], patient_id: str) -> bool:
-    subject = resource.get("subject") or resource.get("patient") or {}
-    return _ref_id(str(subject.get("reference", "")), "Patient") == patient_id
+    key = reference_key(reference, server_base)
+    rtype, _, rid = (key or "").partition("/")
+    return rid if rtype == resource_type else None
 
 
 def _text(concept: Any) -> str | None:
@@ -337,9 +332,7 @@ async def _attachment_bytes(
     url = str(attachment.get("url") or "")
     if not url:
         raise ImageReadError(name, "attachment has neither data nor url")
-    base = client.base_url.rstrip("/") + "/"
-    relative = url[len(base) :] if url.startswith(base) else url
-    binary_id = _ref_id(relative, "Binary") if "://" not in relative else None
+    binary_id = _ref_id(url, "Binary", client.base_url)
     if binary_id is not None:
         try:
             binary = await client.read("Binary", binary_id)
@@ -447,7 +440,7 @@ async def _imaging_study(
     ref = f"ImagingStudy/{resource['id']}"
     addresses: list[str] = []
     for endpoint_ref in resource.get("endpoint") or []:
-        endpoint_id = _ref_id(str(endpoint_ref.get("reference", "")), "Endpoint")
+        endpoint_id = _ref_id(str(endpoint_ref.get("reference", "")), "Endpoint", client.base_url)
         if endpoint_id is None:
             continue
         try:
@@ -512,6 +505,7 @@ async def index_fhir_patient(
     are fetched only through `http` (None turns external fetching off).
     """
     from clinicflow.fhir import FhirBadRequestError, FhirNotFoundError
+    from clinicflow.fhir.references import belongs_to_patient
 
     started = time.perf_counter()
     report = IndexReport()
@@ -523,7 +517,9 @@ async def index_fhir_patient(
             report.skipped.append(SkippedImage(f"{resource_type}?patient={patient_id}", str(exc)))
             continue
         for resource in resources:
-            if resource.get("resourceType") != resource_type or not _belongs_to(resource, patient_id):
+            if resource.get("resourceType") != resource_type or not belongs_to_patient(
+                resource, patient_id, client.base_url
+            ):
                 continue
             if resource_type == "Media":
                 try:

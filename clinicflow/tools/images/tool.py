@@ -1,4 +1,9 @@
-"""LangChain tool over an image index: `search_images` (text -> image), patient-scoped from graph state."""
+"""LangChain tools over an image index (text -> image).
+
+`search_images` is the workflow tool: it searches only the images of the patient in graph state, and
+refuses when no patient is in context. `search_cohort_images` searches every patient's images; it is a
+separate research tool that no workflow binds, so a cohort-wide search is always asked for by name.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +17,32 @@ from pydantic import Field, ValidationError
 from .errors import ImageToolError
 from .search import ImageIndex
 
-__all__ = ["BAD_ARGUMENTS", "NO_IMAGES", "NO_PATIENT_IMAGES", "TOOL_FAILED", "make_image_tools"]
+__all__ = [
+    "BAD_ARGUMENTS",
+    "NO_IMAGES",
+    "NO_PATIENT",
+    "NO_PATIENT_IMAGES",
+    "TOOL_FAILED",
+    "make_cohort_image_tool",
+    "make_image_tools",
+]
 
 BAD_ARGUMENTS = "search_images: bad arguments: {error}"
 TOOL_FAILED = "search_images failed: {error}"
 NO_IMAGES = "no images indexed"
 NO_PATIENT_IMAGES = "not found in the record: no images indexed for this patient"
+NO_PATIENT = "search_images failed: no patient is in context; it searches only the patient's own images"
 MAX_K = 20
 
 _DESCRIPTION = (
     "Find medical images (X-ray, CT, dermatology, pathology, ...) that match a text description, "
-    "e.g. 'chest X-ray with right pneumothorax'. Searches the current patient's images when a patient "
-    "is in context. Returns one line per image, most similar first, citing the image and its FHIR "
-    "resource, e.g. `2021-03-04 Chest X-ray similarity 0.312 [image: ...] [Media/123]`."
+    "e.g. 'chest X-ray with right pneumothorax'. Searches the current patient's images. Returns one "
+    "line per image, most similar first, citing the image and its FHIR resource, e.g. "
+    "`2021-03-04 Chest X-ray similarity 0.312 [image: ...] [Media/123]`."
+)
+_COHORT_DESCRIPTION = (
+    "Research only: find images of ALL patients in the index that match a text description. "
+    "Returns one line per image, most similar first, with its patient and FHIR resource."
 )
 
 
@@ -33,24 +51,30 @@ def _bad_arguments(error: ValidationError) -> str:
     return BAD_ARGUMENTS.format(error=problems)
 
 
+def _search(index: ImageIndex, query: str, k: int, scope: dict[str, str] | None) -> str:
+    if not query.strip():
+        return BAD_ARGUMENTS.format(error="query: the text query is empty")
+    try:
+        if index.count(scope) == 0:
+            return NO_PATIENT_IMAGES if scope else NO_IMAGES
+        hits = index.search_text(query, k=k, filter=scope)
+    except (ImageToolError, ValueError, OSError) as exc:
+        raise ToolException(TOOL_FAILED.format(error=exc)) from exc
+    return "\n".join(hit.line() for hit in hits)
+
+
 def make_image_tools(index: ImageIndex) -> list[BaseTool]:
-    """`[search_images]` bound to `index`; the patient id comes from graph state, never from the model."""
+    """`[search_images]` bound to `index`; the patient id comes from graph state, never from the model,
+    and without one the tool answers `NO_PATIENT`."""
 
     def search_images(
         query: Annotated[str, Field(min_length=1, description="What the images should show.")],
         k: Annotated[int, Field(ge=1, le=MAX_K, description="How many images to return.")] = 5,
         patient_id: Annotated[str | None, InjectedState("patient_id")] = None,
     ) -> str:
-        if not query.strip():
-            return BAD_ARGUMENTS.format(error="query: the text query is empty")
-        scope = {"patient_id": patient_id} if patient_id else None
-        try:
-            if index.count(scope) == 0:
-                return NO_PATIENT_IMAGES if scope else NO_IMAGES
-            hits = index.search_text(query, k=k, filter=scope)
-        except (ImageToolError, ValueError, OSError) as exc:
-            raise ToolException(TOOL_FAILED.format(error=exc)) from exc
-        return "\n".join(hit.line() for hit in hits)
+        if not patient_id:
+            raise ToolException(NO_PATIENT)
+        return _search(index, query, k, {"patient_id": patient_id})
 
     async def asearch_images(
         query: str,
@@ -68,3 +92,25 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
         handle_validation_error=_bad_arguments,
     )
     return [tool]
+
+
+def make_cohort_image_tool(index: ImageIndex) -> BaseTool:
+    """`search_cohort_images`: the same search over every patient's images, for research sessions."""
+
+    def search_cohort_images(
+        query: Annotated[str, Field(min_length=1, description="What the images should show.")],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many images to return.")] = 5,
+    ) -> str:
+        return _search(index, query, k, None)
+
+    async def asearch_cohort_images(query: str, k: int = 5) -> str:
+        return await asyncio.to_thread(search_cohort_images, query, k)
+
+    return StructuredTool.from_function(
+        func=search_cohort_images,
+        coroutine=asearch_cohort_images,
+        name="search_cohort_images",
+        description=_COHORT_DESCRIPTION,
+        handle_tool_error=True,
+        handle_validation_error=_bad_arguments,
+    )

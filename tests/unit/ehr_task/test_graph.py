@@ -109,18 +109,29 @@ async def test_edit_then_approve_writes_the_replacement_for_the_same_patient() -
     async with client:
         first = await run_ehr_task(graph, "Record BP.", context=CONTEXT, patient_id="p1", thread_id="t")
         assert first.pending_approval is not None
-        edited = {
-            **first.pending_approval["resource"],
-            "valueString": "119/77 mmHg",
-            "subject": {"reference": "Patient/p2"},
-        }
+        edited = {**first.pending_approval["resource"], "valueString": "119/77 mmHg"}
+        edited.pop("subject")
         done = await resume_ehr_task(graph, "t", {"action": "edit", "resource": edited})
     assert len(fake.resources) == 1
     assert fake.resources[0]["valueString"] == "119/77 mmHg"
-    assert fake.resources[0]["subject"] == {"reference": "Patient/p1"}, (
-        "an edit cannot move the write to another patient"
-    )
+    assert fake.resources[0]["subject"] == {"reference": "Patient/p1"}
     assert done.writes[0].status == "created"
+
+
+async def test_an_edit_cannot_move_the_write_to_another_patient() -> None:
+    fake = FakeFhir()
+    model = ScriptedChatModel(
+        script=[calls(tool_call(CREATE_OBSERVATION, **BP)), calls(tool_call(FINISH_TASK_TOOL, answers=[]))]
+    )
+    graph, client = _graph(model, fake)
+    async with client:
+        first = await run_ehr_task(graph, "Record BP.", context=CONTEXT, patient_id="p1", thread_id="t")
+        assert first.pending_approval is not None
+        edited = {**first.pending_approval["resource"], "subject": {"reference": "Patient/p2"}}
+        done = await resume_ehr_task(graph, "t", {"action": "edit", "resource": edited})
+    assert fake.resources == []
+    assert done.writes[0].status == "invalid"
+    assert "subject must be the patient in context" in done.writes[0].errors[0]
 
 
 async def test_an_invalid_approved_edit_returns_validation_errors_and_writes_nothing() -> None:

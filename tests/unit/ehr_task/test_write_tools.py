@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from clinicflow.tools.write_tools import (
     make_write_tools,
     parse_decision,
     prepare_write,
+    record_references,
 )
 
 from .fake_fhir import FakeFhir
@@ -86,18 +88,41 @@ def test_service_request_maps_short_system_names_and_keeps_note() -> None:
     assert r["occurrenceDateTime"] == "2023-11-14T08:00:00+00:00"
 
 
-def test_general_create_forces_the_patient_in_context_and_drops_server_fields() -> None:
-    resource = {
-        "resourceType": "Condition",
-        "id": "chosen-by-model",
-        "subject": {"reference": "Patient/someone-else"},
-        "code": {"text": "Hypertension"},
-    }
+def test_general_create_sets_the_patient_in_context_and_drops_server_fields() -> None:
+    resource = {"resourceType": "Condition", "id": "chosen-by-model", "code": {"text": "Hypertension"}}
     write = _prepare(CREATE_RESOURCE, {"resource": resource})
     assert write.resource["subject"] == {"reference": "Patient/p1"}
     assert "id" not in write.resource
-    assert any("someone-else" in n for n in write.notes)
-    assert resource["subject"] == {"reference": "Patient/someone-else"}, "the model's dict is not mutated"
+    assert resource["id"] == "chosen-by-model", "the model's dict is not mutated"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("subject", {"reference": "Patient/someone-else"}, "subject must be the patient in context"),
+        ("asserter", {"reference": "Patient/someone-else"}, "points to another patient"),
+        ("asserter", {"reference": "http://elsewhere.example/fhir/Practitioner/d1"}, "not a Type/id"),
+        ("encounter", {"reference": "urn:uuid:7f3a0c1e-0000-4000-8000-000000000001"}, "not a Type/id"),
+        ("encounter", {"reference": "Encounter?identifier=x|1"}, "not a Type/id"),
+        ("encounter", {"reference": "Group/g1"}, "may hold other patients"),
+        ("encounter", {"reference": "not a reference"}, "not a FHIR reference"),
+    ],
+)
+def test_a_reference_outside_the_patient_is_refused(field: str, value: Any, fragment: str) -> None:
+    resource = {"resourceType": "Condition", "code": {"text": "Hypertension"}, field: value}
+    with pytest.raises(WriteArgumentsError, match=fragment):
+        _prepare(CREATE_RESOURCE, {"resource": resource})
+
+
+def test_record_references_are_left_for_the_server_check() -> None:
+    resource = {
+        "resourceType": "Condition",
+        "code": {"text": "Hypertension"},
+        "encounter": {"reference": "Encounter/e1"},
+        "asserter": {"reference": "Practitioner/d1"},
+    }
+    write = _prepare(CREATE_RESOURCE, {"resource": resource})
+    assert record_references(write.resource, "p1") == ["Encounter/e1"]
 
 
 def test_identifier_depends_on_run_step_and_content_only() -> None:

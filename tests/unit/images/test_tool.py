@@ -10,8 +10,14 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 
-from clinicflow.tools.images import EmbeddedVectorStore, ImageIndex, LoadedImage, make_image_tools
-from clinicflow.tools.images.tool import NO_IMAGES, NO_PATIENT_IMAGES
+from clinicflow.tools.images import (
+    EmbeddedVectorStore,
+    ImageIndex,
+    LoadedImage,
+    make_cohort_image_tool,
+    make_image_tools,
+)
+from clinicflow.tools.images.tool import NO_IMAGES, NO_PATIENT, NO_PATIENT_IMAGES
 
 from .fakes import FakeEncoder, solid
 
@@ -70,16 +76,25 @@ async def test_patient_in_state_scopes_results() -> None:
     assert all("similarity" in line and line.startswith("Chest X-ray") for line in lines)
 
 
-async def test_without_patient_searches_the_whole_index() -> None:
+async def test_without_patient_the_workflow_tool_refuses_and_only_the_cohort_tool_spans_patients() -> None:
     node = tool_graph(build_index())
     out = await node.ainvoke({"messages": [call({"query": "chest", "k": 10})]})
-    assert len(out["messages"][-1].content.splitlines()) == 3
+    assert out["messages"][-1].content == NO_PATIENT and out["messages"][-1].status == "error"
+    cohort = make_cohort_image_tool(build_index())
+    assert cohort.name == "search_cohort_images"
+    assert len((await cohort.ainvoke({"query": "chest", "k": 10})).splitlines()) == 3
 
 
 async def test_empty_index_and_unknown_patient() -> None:
     empty = tool_graph(ImageIndex(FakeEncoder(), EmbeddedVectorStore(None)))
-    out = await empty.ainvoke({"messages": [call({"query": "chest"})]})
-    assert out["messages"][-1].content == NO_IMAGES
+    out = await empty.ainvoke({"messages": [call({"query": "chest"})], "patient_id": "p1"})
+    assert out["messages"][-1].content == NO_PATIENT_IMAGES
+    assert (
+        make_cohort_image_tool(ImageIndex(FakeEncoder(), EmbeddedVectorStore(None))).invoke(
+            {"query": "chest"}
+        )
+        == NO_IMAGES
+    )
     node = tool_graph(build_index())
     out = await node.ainvoke({"messages": [call({"query": "chest"})], "patient_id": "p9"})
     assert out["messages"][-1].content == NO_PATIENT_IMAGES
@@ -90,14 +105,14 @@ async def test_bad_arguments_and_failures_are_messages() -> None:
     out = await node.ainvoke({"messages": [call({"query": "chest", "k": 500})], "patient_id": "p1"})
     assert out["messages"][-1].content.startswith("search_images: bad arguments: k:")
     other = EmbeddedVectorStore(None, dim=3)
-    other.add(["x"], np.array([[1.0, 0.0, 0.0]]), [{}])
+    other.add(["x"], np.array([[1.0, 0.0, 0.0]]), [{"patient_id": "p1"}])
     broken = ImageIndex(FakeEncoder(), other)
-    out = await tool_graph(broken).ainvoke({"messages": [call({"query": "chest"})]})
+    out = await tool_graph(broken).ainvoke({"messages": [call({"query": "chest"})], "patient_id": "p1"})
     assert out["messages"][-1].content.startswith("search_images failed:")
     assert "3-dimensional" in out["messages"][-1].content
 
 
 def test_sync_invoke() -> None:
     (tool,) = make_image_tools(build_index())
-    text = tool.invoke({"query": "chest", "k": 1})
+    text = tool.invoke({"query": "chest", "k": 1, "patient_id": "p1"})
     assert isinstance(text, str) and len(text.splitlines()) == 1

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from clinicflow.tools.render import (
+    NOT_SHOWN,
     References,
-    belongs_to_patient,
     estimate_tokens,
-    reference_key,
     render_lines,
     render_resource,
 )
@@ -192,13 +191,15 @@ def test_total_counts_resources_left_out_before_rendering() -> None:
     assert render_lines([], 1000) == ""
 
 
-def test_reference_key_and_patient_scope() -> None:
-    assert reference_key("Patient/p1") == "Patient/p1"
-    assert reference_key("http://x/fhir/Patient/p1/_history/2") == "Patient/p1"
-    assert reference_key("urn:uuid:123") is None
-    obs = rec.observation("o1", "1", "x", "2020-01-01")
-    assert belongs_to_patient(obs, "p1")
-    assert not belongs_to_patient(obs, "p2")
-    assert belongs_to_patient(rec.immunization("i", "1", "x", "2020-01-01"), "p1")
-    assert not belongs_to_patient({"resourceType": "Practitioner", "id": "d"}, "p1")
-    assert belongs_to_patient(rec.patient(), "p1") and not belongs_to_patient(rec.patient(), "p2")
+def test_references_to_other_patients_and_servers_are_not_shown() -> None:
+    med = rec.medication_request("m1", "860975", "Metformin 500 MG", "2021-03-01", reason="c1")
+    med["requester"] = {"reference": "Patient/other", "display": "Other Patient Name"}
+    line = render_resource(med, References(server_base="http://fhir.local/fhir"))
+    assert "Other Patient Name" not in line and "Patient/other" not in line and "Condition/c1" not in line
+    assert f"requester {NOT_SHOWN}" in line and f"reason {NOT_SHOWN}" in line
+    verified = References(own=frozenset({"Condition/c1"}), server_base="http://fhir.local/fhir")
+    assert "reason [Condition/c1]" in render_resource(med, verified)
+    med["requester"] = {"reference": "http://elsewhere.example/fhir/Practitioner/d1", "display": "Dr. Far"}
+    assert f"requester {NOT_SHOWN}" in render_resource(med, verified)
+    med["requester"] = {"reference": "http://fhir.local/fhir/Practitioner/d1", "display": "Dr. Near"}
+    assert "requester Dr. Near" in render_resource(med, verified)
