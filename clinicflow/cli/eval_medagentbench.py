@@ -1,7 +1,10 @@
 """`clinicflow eval medagentbench`: MedAgentBench tasks on any FHIR base URL, or an offline synthetic set.
 
+`--protocol original` (the default, but for `--agent tools`) follows the published evaluation's rules;
+`--protocol clinicflow` is clinicflow's variant (docs/CONTRACTS.md).
+
 Exit codes: 0 the eval ran (whatever the score); 2 bad input, or a FHIR server or model that cannot be
-reached or loaded.
+reached or loaded; 3 the FHIR server lacks patients the tasks name (nothing was run).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ if TYPE_CHECKING:
     from clinicflow.evals.medagentbench.runner import EvalRun
     from clinicflow.settings import Settings
 
-__all__ = ["AgentChoice", "medagentbench"]
+__all__ = ["PREFLIGHT_EXIT", "AgentChoice", "ProtocolChoice", "medagentbench"]
+
+PREFLIGHT_EXIT = 3
 
 
 class AgentChoice(StrEnum):
@@ -32,9 +37,16 @@ class AgentChoice(StrEnum):
     oracle = "oracle"
 
 
-def _fail(message: str) -> NoReturn:
+class ProtocolChoice(StrEnum):
+    """Whose rules parse and score the run."""
+
+    original = "original"
+    clinicflow = "clinicflow"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def _load_model(settings: Settings, model: str | None, model_url: str | None) -> BaseChatModel:
@@ -65,6 +77,7 @@ async def _main(
     synthetic: int | None,
     fhir_url: str | None,
     agent: AgentChoice,
+    protocol: ProtocolChoice | None,
     funcs: Path | None,
     out: Path,
     model: str | None,
@@ -75,29 +88,36 @@ async def _main(
     seed: int,
     now: str | None,
 ) -> EvalRun:
-    from clinicflow.evals.medagentbench.runner import run_medagentbench, synthetic_tasks
+    from clinicflow.evals.medagentbench.preflight import check_patients
+    from clinicflow.evals.medagentbench.runner import digest, run_medagentbench, synthetic_tasks
     from clinicflow.evals.medagentbench.synthetic import SYNTHETIC_NOW
     from clinicflow.evals.medagentbench.tasks import load_functions, load_tasks, save_tasks
+    from clinicflow.evals.medagentbench.variants import get_variant
     from clinicflow.fhir import FhirClient
+
+    variant = get_variant(protocol.value) if protocol is not None else None
 
     if funcs is None and tasks_path is not None and (tasks_path.parent / "funcs_v1.json").exists():
         funcs = tasks_path.parent / "funcs_v1.json"
     functions = load_functions(funcs)
     loaded = load_tasks(tasks_path) if tasks_path is not None else None
-    chat = None
-    if agent is not AgentChoice.oracle:
-        typer.echo("Loading the model ...")
-        chat = await asyncio.to_thread(_load_model, settings, model, model_url)
 
     async with _server(settings, fhir_url, out) as base_url:
         typer.echo(f"FHIR server: {base_url}")
-        if loaded is None:
-            if fhir_url:
-                typer.echo(f"Adding MRN identifiers and task labs to the patients on {base_url} ...")
-            async with FhirClient(base_url, token=settings.fhir_token) as client:
+        async with FhirClient(base_url, token=settings.fhir_token) as client:
+            if loaded is None:
+                if fhir_url:
+                    typer.echo(f"Adding MRN identifiers and task labs to the patients on {base_url} ...")
                 loaded = await synthetic_tasks(client, synthetic or 10, now=now or SYNTHETIC_NOW, seed=seed)
-            typer.echo(f"{len(loaded)} synthetic task(s) written to {save_tasks(loaded, out / 'tasks.json')}")
-        selected = loaded[:limit] if limit else loaded
+                saved = save_tasks(loaded, out / "tasks.json")
+                typer.echo(f"{len(loaded)} synthetic task(s) written to {saved}")
+            selected = loaded[:limit] if limit else loaded
+            # The run checks this too; checking first stops a wrong server before the model loads.
+            await check_patients(client, selected)
+        chat = None
+        if agent is not AgentChoice.oracle:
+            typer.echo("Loading the model ...")
+            chat = await asyncio.to_thread(_load_model, settings, model, model_url)
 
         def on_task(record: dict[str, Any]) -> None:
             verdict = "correct" if record["correct"] else f"wrong: {record['reason']}"
@@ -108,6 +128,7 @@ async def _main(
             base_url=base_url,
             agent=agent.value,
             out_dir=out,
+            protocol=variant,
             model=chat,
             functions=functions,
             max_rounds=max_rounds,
@@ -115,8 +136,15 @@ async def _main(
             token=settings.fhir_token,
             run_info={
                 "tasks": str(tasks_path) if tasks_path else f"synthetic ({len(loaded)}, seed {seed})",
+                "task_set": "file" if tasks_path else "synthetic",
+                "server": "given" if fhir_url else "embedded",
+                "tasks_total": len(loaded),
+                "tasks_selected": len(selected),
+                "tasks_sha256": digest(loaded),
                 "functions": str(funcs) if funcs else "built-in",
-                "model": None if chat is None else (model_url or model or "default"),
+                "model": None
+                if chat is None
+                else (model_url or model or settings.model or "default (Gemma 3 270M)"),
             },
             on_task=on_task,
         )
@@ -133,8 +161,17 @@ def medagentbench(
         ),
     ] = None,
     agent: Annotated[
-        AgentChoice, typer.Option("--agent", help="text: original protocol; tools: clinicflow graph; oracle.")
+        AgentChoice,
+        typer.Option("--agent", help="text: a model on the text protocol; tools: clinicflow graph; oracle."),
     ] = AgentChoice.text,
+    protocol: Annotated[
+        ProtocolChoice | None,
+        typer.Option(
+            "--protocol",
+            help="original: the published evaluation's rules (default); clinicflow: clinicflow's variant "
+            "(the default, and the only choice, for --agent tools).",
+        ),
+    ] = None,
     synthetic: Annotated[
         int | None,
         typer.Option(
@@ -160,6 +197,7 @@ def medagentbench(
     ] = None,
 ) -> None:
     """Run MedAgentBench tasks, score each by its task type's rules, and write a report with a plot."""
+    from clinicflow.evals.medagentbench.preflight import PreflightError
     from clinicflow.evals.medagentbench.tasks import TaskFileError
     from clinicflow.fhir import FhirError
     from clinicflow.fhir.server import EmbeddedServerError
@@ -167,6 +205,11 @@ def medagentbench(
 
     if (tasks is None) == (synthetic is None):
         _fail("give either --tasks FILE or --synthetic N")
+    if agent is AgentChoice.tools and protocol is ProtocolChoice.original:
+        _fail(
+            "--protocol original scores the text conversation, and --agent tools runs clinicflow's tool "
+            "graph: use --protocol clinicflow"
+        )
     settings = Settings()  # type: ignore[call-arg]
     url = fhir_url or settings.fhir_url
     if tasks is not None and not url:
@@ -182,6 +225,7 @@ def medagentbench(
                 synthetic=synthetic,
                 fhir_url=url,
                 agent=agent,
+                protocol=protocol,
                 funcs=funcs,
                 out=out,
                 model=model,
@@ -193,6 +237,8 @@ def medagentbench(
                 now=now,
             )
         )
+    except PreflightError as exc:
+        _fail(str(exc), PREFLIGHT_EXIT)
     except (TaskFileError, FhirError, EmbeddedServerError, ValueError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -208,7 +254,10 @@ def medagentbench(
             f"{100 * block['rate']:.1f}% ({block['k']}/{block['n']}, 95% CI {100 * low:.1f}-{100 * high:.1f})"
         )
 
+    if run.skipped:
+        typer.echo(f"{run.skipped} task(s) were already in {out} and were not run again")
     typer.echo(
+        f"protocol {report['protocol']}; "
         f"success: overall {pct(report['overall'])}; query {pct(report['query'])}; "
         f"action {pct(report['action'])}; invalid actions {pct(report['invalid_action'])}"
     )

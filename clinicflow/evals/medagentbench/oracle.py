@@ -2,6 +2,8 @@
 
 It speaks the same GET/POST/FINISH actions a model would and reads the server's answers from the
 protocol's feedback, so a run with it checks the whole harness: prompts, GETs, POST recording and scoring.
+Its payloads take the forms the benchmark's scorer demands (`route` a string, `note` an object), which
+both protocol variants accept.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class OracleAgent:
         if dose is not None:
             grams, hours = dose
             dosage = {
-                "route": {"text": "IV"},
+                "route": "IV",
                 "doseAndRate": [
                     {
                         "doseQuantity": {"value": grams, "unit": "g"},
@@ -188,7 +190,7 @@ class OracleAgent:
         payload = _service(
             task, patient["id"], "http://snomed.info/sct", task.snomed, "Orthopedic surgery referral"
         )
-        payload["note"] = [{"text": task.quoted}]
+        payload["note"] = {"text": task.quoted}
         yield _post(f"{base}ServiceRequest", payload)
         yield _finish([])
 
@@ -199,7 +201,7 @@ class OracleAgent:
         dose = potassium_dose(float(last[1])) if last else None
         if dose is not None:
             dosage = {
-                "route": {"text": "oral"},
+                "route": "oral",
                 "doseAndRate": [{"doseQuantity": {"value": dose, "unit": "mEq"}}],
             }
             yield _post(

@@ -1,18 +1,22 @@
-"""The original MedAgentBench text protocol: one action per turn, at most `max_rounds` turns.
+"""The MedAgentBench text protocol: the benchmark's prompt and agent loop, one action per turn.
 
 An agent replies `GET url?params`, `POST url` with a JSON body on the following lines, or
-`FINISH([answers])`; anything else is an invalid action and ends the task. GETs are sent to the FHIR server
-(only URLs under its base) with `_format=json`; POSTs are recorded for scoring and answered as accepted
-without being sent, as in the benchmark, so an eval never writes to the server in this mode.
+`FINISH([answers])`; anything else is an invalid action and ends the task, as does a reply that repeats
+the protocol's own text (an echo). The task also ends after `max_rounds` turns. GETs are sent to the FHIR
+server (only URLs under its base); POSTs are answered as accepted when their body is JSON, without being
+sent, as in the benchmark, so an eval never writes to the server in this mode. The whole conversation is
+the agent's context every turn. A `ProtocolVariant` decides the few parsing rules the variants differ on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -20,6 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from clinicflow.evals.medagentbench.scoring import Post, Trajectory
 from clinicflow.evals.medagentbench.tasks import MabTask
+from clinicflow.evals.medagentbench.variants import ORIGINAL, ProtocolVariant
 
 __all__ = [
     "GET_ERROR",
@@ -32,7 +37,9 @@ __all__ = [
     "ModelTextAgent",
     "TextAgent",
     "build_prompt",
+    "get_request_url",
     "parse_action",
+    "repeats_prompt",
     "run_text_task",
 ]
 
@@ -71,6 +78,36 @@ POST_ACCEPTED = "POST request accepted and executed successfully. " + _PLEASE_FI
 INVALID_POST = "Invalid POST request"
 
 
+_ECHO_MARKERS = ("param_name1", "[answer1", "[your payload data")
+"""Placeholders of the prompt that no real action holds, caught even in a cut-short echo."""
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _protocol_sentences() -> tuple[str, ...]:
+    """The fixed sentences of the prompt and the feedback (20 characters or more), normalised."""
+    found: list[str] = []
+    for template in (PROMPT_TEMPLATE, GET_RESPONSE, GET_ERROR, POST_ACCEPTED, INVALID_POST):
+        for part in re.split(r"\{[a-z_]+\}|\n", template):
+            for sentence in re.split(r"(?<=[.:)])\s+", part):
+                normalised = _normalise(sentence)
+                if len(normalised) >= 20:
+                    found.append(normalised)
+    return tuple(dict.fromkeys(found))
+
+
+_PROTOCOL_SENTENCES = _protocol_sentences()
+
+
+def repeats_prompt(reply: str) -> bool:
+    """True when a reply repeats the protocol's own text (a sentence of the prompt or of the feedback, or
+    one of its placeholders): an echo, never an action, wherever in it an action keyword stands."""
+    text = _normalise(reply)
+    return any(s in text for s in _PROTOCOL_SENTENCES) or any(m in text for m in _ECHO_MARKERS)
+
+
 @dataclass(frozen=True)
 class Action:
     """One parsed agent turn."""
@@ -83,23 +120,34 @@ class Action:
     result: str = ""
 
 
-def parse_action(reply: str) -> Action:
-    """Parse a reply as the benchmark does (code fences stripped first); anything else is `invalid`."""
+def parse_action(reply: str, variant: ProtocolVariant = ORIGINAL) -> Action:
+    """Parse a reply as the benchmark's loop does: code fences stripped, then `GET`, `POST` or `FINISH(`
+    at the start; anything else is `invalid`. The variant decides how much of a GET and a FINISH counts."""
     text = reply.strip().replace("```tool_code", "").replace("```", "").strip()
     if text.startswith("GET"):
-        return Action("get", text, url=text[3:].strip().splitlines()[0].strip() if text[3:].strip() else "")
+        rest = text[3:].strip()
+        url = rest if variant.get_whole_reply else (rest.splitlines()[0].strip() if rest else "")
+        return Action("get", text, url=url)
     if text.startswith("POST"):
         lines = text.split("\n")
         url = lines[0][4:].strip()
         try:
             payload = json.loads("\n".join(lines[1:]))
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
             return Action("post", text, url=url, payload_error=str(exc))
         return Action("post", text, url=url, payload=payload)
     if text.startswith("FINISH("):
         inner = text[len("FINISH(") :]
-        return Action("finish", text, result=inner[:-1] if inner.endswith(")") else inner)
+        drop = variant.finish_drops_last_char or inner.endswith(")")
+        return Action("finish", text, result=inner[:-1] if drop else inner)
     return Action("invalid", text)
+
+
+def get_request_url(url: str, variant: ProtocolVariant = ORIGINAL) -> str:
+    """The URL a GET action is sent to: `_format=json` added as the variant adds it."""
+    if variant.get_whole_reply:
+        return url + "&_format=json"
+    return url + ("&" if "?" in url else "?") + "_format=json"
 
 
 def build_prompt(task: MabTask, functions: Sequence[dict[str, Any]], api_base: str) -> str:
@@ -153,15 +201,21 @@ class FhirGetter:
         ).startswith(base.path)
 
     async def get(self, url: str) -> tuple[bool, str]:
-        """(True, body text) or (False, error text) for one GET with `_format=json` appended."""
+        """(True, body text) or (False, error text) for one GET of `url` as given.
+
+        Whitespace and control characters are percent-encoded, as the benchmark's HTTP client sends them;
+        HTTP errors read as that client words them.
+        """
+        url = "".join(c if c.isprintable() and not c.isspace() else quote(c) for c in url)
         if not self._allowed(url):
             return False, f"only URLs under the FHIR base {self.base_url}/ can be read, not {url!r}"
-        full = url + ("&" if "?" in url else "?") + "_format=json"
         try:
-            response = await self.http.get(full)
-            response.raise_for_status()
+            response = await self.http.get(url)
         except httpx.HTTPError as exc:
             return False, str(exc)
+        if response.is_error:
+            kind = "Client" if response.status_code < 500 else "Server"
+            return False, f"{response.status_code} {kind} Error: {response.reason_phrase} for url: {url}"
         text = response.text
         if self.max_chars is not None and len(text) > self.max_chars:
             text = text[: self.max_chars] + f"... [truncated, {len(response.text)} characters in all]"
@@ -174,6 +228,7 @@ async def run_text_task(
     getter: FhirGetter,
     functions: Sequence[dict[str, Any]],
     *,
+    variant: ProtocolVariant,
     max_rounds: int = 8,
 ) -> Trajectory:
     """Run one task through the text protocol and return its trajectory (never raises for agent output)."""
@@ -202,9 +257,11 @@ async def run_text_task(
         except Exception as exc:
             return done("error", round_index, error=f"agent failed: {type(exc).__name__}: {exc}")
         history.append({"role": "agent", "content": reply})
-        action = parse_action(reply)
+        if repeats_prompt(reply):
+            return done("echo", round_index + 1, error="the reply repeats the protocol's own text")
+        action = parse_action(reply, variant)
         if action.kind == "get":
-            ok, body = await getter.get(action.url)
+            ok, body = await getter.get(get_request_url(action.url, variant))
             history.append(
                 {
                     "role": "user",

@@ -1,13 +1,18 @@
 """Run MedAgentBench tasks against a FHIR base URL with one agent, score them, and write the report.
 
-Agents: `text` (a chat model speaking the original protocol), `tools` (clinicflow's EHR task graph, writes
-auto-approved by an explicit, recorded eval policy) and `oracle` (scripted reference solutions). For the
-offline task set, `synthetic_server` serves a private copy of the demo cohort on the embedded server.
+Agents: `text` (a chat model speaking the benchmark's text protocol), `tools` (clinicflow's EHR task
+graph, writes auto-approved by an explicit, recorded eval policy) and `oracle` (scripted reference
+solutions). The protocol variant (`original` unless given; `clinicflow` for the tool graph) is chosen
+here once and used for both the loop and the scoring. Before any task runs, the server must hold every
+patient the tasks name. The output folder is resumable: a rerun with the same configuration skips the
+tasks already in `results.jsonl`. For the offline task set, `synthetic_server` serves a private copy of
+the demo cohort on the embedded server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import time
@@ -22,35 +27,59 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 
 from clinicflow.evals.medagentbench.oracle import OracleAgent
+from clinicflow.evals.medagentbench.preflight import check_patients
 from clinicflow.evals.medagentbench.protocol import FhirGetter, ModelTextAgent, TextAgent, run_text_task
 from clinicflow.evals.medagentbench.report import build_report, write_report
 from clinicflow.evals.medagentbench.scoring import FhirChartSource, Score, Trajectory, score_task
 from clinicflow.evals.medagentbench.synthetic import SYNTHETIC_NOW, generate_tasks, prepare_synthetic_cohort
 from clinicflow.evals.medagentbench.tasks import MabTask, load_functions
 from clinicflow.evals.medagentbench.tools_agent import APPROVAL_POLICY, ToolsAgent
+from clinicflow.evals.medagentbench.variants import CLINICFLOW, ORIGINAL, ProtocolVariant
+from clinicflow.evals.run_folder import RunFolder
 from clinicflow.fhir import FhirClient
 from clinicflow.fhir.demo import copy_demo_database, ensure_demo_database, free_port
 from clinicflow.fhir.server import EmbeddedFhirServer
 
 __all__ = [
+    "COMPARED_KEYS",
     "AgentKind",
     "EvalRun",
+    "digest",
     "run_medagentbench",
     "synthetic_server",
     "synthetic_tasks",
 ]
 
 AgentKind = Literal["text", "tools", "oracle"]
-RESULTS_FILE = "results.jsonl"
+COMPARED_KEYS = (
+    "tasks_sha256",
+    "protocol",
+    "agent",
+    "model",
+    "functions_sha256",
+    "max_rounds",
+    "max_response_chars",
+)
+"""run.json keys a rerun into the same folder must match, so that one folder never mixes two setups."""
 
 
 @dataclass
 class EvalRun:
-    """A finished eval: one record per task, the report, and where the files are."""
+    """A finished eval: one record per task (run now or earlier), the report, and where the files are."""
 
     records: list[dict[str, Any]]
     report: dict[str, Any]
     paths: dict[str, Path]
+    skipped: int = 0
+
+
+def digest(items: Sequence[Any]) -> str:
+    """SHA-256 of tasks or function declarations, as canonical JSON."""
+    h = hashlib.sha256()
+    for item in items:
+        data = item.model_dump(mode="json") if isinstance(item, MabTask) else item
+        h.update(json.dumps(data, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
 
 
 @asynccontextmanager
@@ -101,6 +130,7 @@ async def run_medagentbench(
     base_url: str,
     agent: AgentKind,
     out_dir: Path,
+    protocol: ProtocolVariant | None = None,
     model: BaseChatModel | None = None,
     functions: Sequence[dict[str, Any]] | None = None,
     max_rounds: int = 8,
@@ -109,14 +139,37 @@ async def run_medagentbench(
     run_info: dict[str, Any] | None = None,
     on_task: Callable[[dict[str, Any]], None] | None = None,
 ) -> EvalRun:
-    """Run, score and report `tasks`; per-task records go to `results.jsonl` as they finish."""
+    """Check the server, then run, score and report the unfinished `tasks`, one results line each.
+
+    `protocol` defaults to `original`, or `clinicflow` for the tool graph, whose conversation the
+    original's scorer cannot read. Raises `PreflightError` when the server lacks the tasks' patients and
+    `RunConfigMismatchError` when `out_dir` holds a run with another configuration.
+    """
     if agent in ("text", "tools") and model is None:
         raise ValueError(f"agent {agent!r} needs a chat model")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / RESULTS_FILE
-    results_path.write_text("")
+    variant = protocol or (CLINICFLOW if agent == "tools" else ORIGINAL)
+    if agent == "tools" and variant is ORIGINAL:
+        raise ValueError(
+            "the original protocol scores the text conversation, and --agent tools runs clinicflow's "
+            "tool graph: use --protocol clinicflow"
+        )
     declarations = list(functions) if functions is not None else load_functions(None)
-    records: list[dict[str, Any]] = []
+    info = {
+        "model": None if model is None else type(model).__name__,
+        "functions": "built-in" if functions is None else "given",
+        **(run_info or {}),
+    }
+    manifest = {
+        "tasks_sha256": digest(tasks),
+        "protocol": variant.name,
+        "agent": agent,
+        "functions_sha256": digest(declarations),
+        "max_rounds": max_rounds,
+        "max_response_chars": max_response_chars,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **info,
+    }
+    folder = RunFolder(out_dir, COMPARED_KEYS)
     started = datetime.now(UTC)
     async with (
         FhirClient(base_url, token=token) as client,
@@ -124,39 +177,46 @@ async def run_medagentbench(
             timeout=60.0, headers={"Authorization": f"Bearer {token}"} if token else None
         ) as http,
     ):
-        chart = FhirChartSource(client)
+        await check_patients(client, tasks)
+        manifest = folder.open(manifest)
+        done = {r["task_id"]: r for r in folder.results() if isinstance(r.get("task_id"), str)}
+        skipped = sum(1 for t in tasks if t.id in done)
+        chart = FhirChartSource(client, first_page_only=variant.reference_first_page_only)
         getter = FhirGetter(client.base_url, http, max_chars=max_response_chars)
         tools_agent = ToolsAgent(model, client, max_steps=max_rounds) if agent == "tools" and model else None
         text_agent: TextAgent = OracleAgent() if agent == "oracle" else ModelTextAgent(model)  # type: ignore[arg-type]
         for task in tasks:
+            if task.id in done:
+                continue
             t0 = time.perf_counter()
             if tools_agent is not None:
                 trajectory = await tools_agent.run(task)
             else:
                 trajectory = await run_text_task(
-                    task, text_agent, getter, declarations, max_rounds=max_rounds
+                    task, text_agent, getter, declarations, variant=variant, max_rounds=max_rounds
                 )
-            score = await score_task(task, trajectory, chart, client.base_url)
+            score = await score_task(task, trajectory, chart, client.base_url, variant=variant)
             record = _record(task, trajectory, score)
             record["seconds"] = round(time.perf_counter() - t0, 3)
-            records.append(record)
-            with results_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, default=str) + "\n")
+            folder.append(record)
+            done[task.id] = record
             if on_task is not None:
                 on_task(record)
+    records = [done[t.id] for t in tasks]
     run = {
-        "agent": agent,
+        **manifest,
+        **info,  # this run's own facts (subset, server) over the stored ones
         "fhir_url": client.base_url,
-        "max_rounds": max_rounds,
         "approval_policy": APPROVAL_POLICY
         if agent == "tools"
         else "none (text protocol: POSTs recorded, not sent)",
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tasks_run": len(records),
-        **(run_info or {}),
+        "tasks_run": len(records) - skipped,
+        "tasks_skipped": skipped,
     }
     report = build_report(records, run=run)
     paths = write_report(report, out_dir)
-    paths["results"] = results_path
-    return EvalRun(records=records, report=report, paths=paths)
+    paths["results"] = folder.results_path
+    paths["manifest"] = folder.manifest_path
+    return EvalRun(records=records, report=report, paths=paths, skipped=skipped)

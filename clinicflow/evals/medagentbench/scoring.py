@@ -1,10 +1,12 @@
 """Scoring of MedAgentBench trajectories, one rule per task type, with references recomputed from the server.
 
-Query tasks (1, 2, 4, 6, 7) must make no POST and finish with the reference answer. Action tasks need
-exactly the POSTs the situation calls for (none when the value is normal or missing), to the right
-endpoint, with exact field values; tasks 5, 9 and 10 also accept `FINISH([])`. Two representations the
-benchmark's own declarations use where FHIR R4 differs are both accepted: `route` as "IV" or
-{"text": "IV"}, and `note` as {"text": ...} or [{"text": ...}]. Quantities compare on value and unit.
+The rules are the benchmark's reference scorer, ported: query tasks (1, 2, 4, 6, 7) must make no POST
+and finish with the reference answer; action tasks need exactly the accepted POSTs the situation calls
+for (none when the value is normal or missing), to the right endpoint, with exact field values; tasks 5,
+9 and 10 also accept `FINISH([])`, and task 5 with no magnesium in 24 hours needs only "no order". The
+task's own text gives its time, codes and quoted values, and the subject is the FHIR id of the patient
+with the task's MRN: on the benchmark's server these are the constants and the MRN its scorer uses. A
+`ProtocolVariant` decides what counts as a POST and which payload forms pass.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from clinicflow.evals.medagentbench.rules import (
     potassium_dose,
 )
 from clinicflow.evals.medagentbench.tasks import MabTask
+from clinicflow.evals.medagentbench.variants import ProtocolVariant
 from clinicflow.fhir import FhirClient
 
 __all__ = [
@@ -40,7 +43,8 @@ __all__ = [
     "score_task",
 ]
 
-TrajectoryStatus = Literal["completed", "invalid_action", "limit_reached", "error"]
+TrajectoryStatus = Literal["completed", "invalid_action", "echo", "limit_reached", "error"]
+"""How a task ended: FINISH, an invalid action, a reply repeating the prompt, the round limit, an error."""
 
 
 class Post(BaseModel):
@@ -63,11 +67,6 @@ class Trajectory(BaseModel):
     rounds: int = 0
     error: str | None = None
     seconds: float = 0.0
-
-    @property
-    def has_post(self) -> bool:
-        """True when the agent attempted any POST, accepted or not."""
-        return bool(self.posts)
 
     @property
     def accepted_posts(self) -> list[Post]:
@@ -94,10 +93,15 @@ class ChartSource(Protocol):
 
 
 class FhirChartSource:
-    """`ChartSource` over a FHIR server, read at scoring time."""
+    """`ChartSource` over a FHIR server, read at scoring time.
 
-    def __init__(self, client: FhirClient, *, limit: int = 5000) -> None:
+    With `first_page_only`, observations come from one search with `_count=5000`, as the benchmark's
+    scorer reads them; otherwise every page up to `limit`.
+    """
+
+    def __init__(self, client: FhirClient, *, first_page_only: bool = False, limit: int = 5000) -> None:
         self.client = client
+        self.first_page_only = first_page_only
         self.limit = limit
 
     async def patient_by_mrn(self, mrn: str) -> dict[str, Any] | None:
@@ -106,51 +110,22 @@ class FhirChartSource:
         return found[0] if found else None
 
     async def observations(self, patient_id: str, code: str) -> list[dict[str, Any]]:
-        """All the patient's observations with this code (any system)."""
-        return (
-            await self.client.search("Observation").where(patient=patient_id, code=code).all(limit=self.limit)
-        )
+        """The patient's observations with this code (any system)."""
+        search = self.client.search("Observation").where(patient=patient_id, code=code)
+        if self.first_page_only:
+            bundle = await search.count(self.limit).page()
+            return [
+                e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and "resource" in e
+            ]
+        return await search.all(limit=self.limit)
 
 
 class _Wrong(Exception):
     """A failed check; the message is the reason."""
 
 
-def _finish_answer(trajectory: Trajectory) -> Any:
-    if trajectory.status != "completed" or trajectory.result is None:
-        raise _Wrong(f"no FINISH answer (status {trajectory.status})")
-    try:
-        return json.loads(trajectory.result)
-    except json.JSONDecodeError:
-        raise _Wrong(f"FINISH answer is not JSON: {trajectory.result[:120]!r}") from None
-
-
-def _check_answer(trajectory: Trajectory, expected: list[Any], *, allow_empty: bool = False) -> None:
-    answer = _finish_answer(trajectory)
-    if answer == expected or (allow_empty and answer == []):
-        return
-    raise _Wrong(f"answer {answer!r} != expected {expected!r}")
-
-
-def _no_post(trajectory: Trajectory, why: str) -> None:
-    if trajectory.has_post:
-        raise _Wrong(f"{len(trajectory.posts)} POST(s) made, but {why}")
-
-
-def _exactly(trajectory: Trajectory, count: int) -> list[Post]:
-    posts = trajectory.accepted_posts
-    if len(posts) != count or len(trajectory.posts) != count:
-        raise _Wrong(
-            f"expected exactly {count} accepted POST(s), got {len(posts)} of {len(trajectory.posts)}"
-        )
-    return posts
-
-
-def _url(post: Post, base_url: str, resource_type: str) -> None:
-    got = post.url.strip().split("?")[0].rstrip("/")
-    want = f"{base_url.rstrip('/')}/{resource_type}"
-    if got != want:
-        raise _Wrong(f"POST to {post.url!r}, expected {want!r}")
+def _path(path: tuple[str | int, ...]) -> str:
+    return ".".join(map(str, path))
 
 
 def _get(payload: Any, *path: str | int) -> Any:
@@ -159,51 +134,24 @@ def _get(payload: Any, *path: str | int) -> Any:
         try:
             node = node[key]
         except (KeyError, IndexError, TypeError):
-            raise _Wrong(f"payload lacks {'.'.join(map(str, path))}") from None
+            raise _Wrong(f"payload lacks {_path(path)}") from None
     return node
 
 
 def _equal(payload: Any, want: Any, *path: str | int) -> None:
     got = _get(payload, *path)
     if got != want:
-        raise _Wrong(f"{'.'.join(map(str, path))} is {got!r}, expected {want!r}")
+        raise _Wrong(f"{_path(path)} is {got!r}, expected {want!r}")
 
 
-def _quantity(payload: Any, value: float, unit: str, *path: str | int, tolerance: float = 0.0) -> None:
+def _contains(payload: Any, fragment: str, *path: str | int) -> None:
     got = _get(payload, *path)
-    if not isinstance(got, Mapping):
-        raise _Wrong(f"{'.'.join(map(str, path))} is not a quantity: {got!r}")
-    number = got.get("value")
-    if not isinstance(number, int | float) or abs(number - value) > tolerance or got.get("unit") != unit:
-        raise _Wrong(f"{'.'.join(map(str, path))} is {dict(got)!r}, expected value {value} unit {unit!r}")
-
-
-def _route(payload: Any, want: str, *, fold: bool) -> None:
-    route = _get(payload, "dosageInstruction", 0, "route")
-    text = route.get("text") if isinstance(route, Mapping) else route
-    ok = isinstance(text, str) and (text.strip().lower() == want.lower() if fold else text == want)
+    try:
+        ok = fragment in got
+    except TypeError:
+        ok = False
     if not ok:
-        raise _Wrong(f"route is {route!r}, expected {want!r}")
-
-
-def _note_text(payload: Any) -> str:
-    note = _get(payload, "note")
-    if isinstance(note, list) and note:
-        note = note[0]
-    text = note.get("text") if isinstance(note, Mapping) else None
-    if not isinstance(text, str):
-        raise _Wrong(f"note has no text: {note!r}")
-    return text
-
-
-def _subject(payload: Any, patient_id: str) -> None:
-    _equal(payload, {"reference": f"Patient/{patient_id}"}, "subject")
-
-
-def _contains(payload: Any, fragment: str, *path: str) -> None:
-    got = _get(payload, *path)
-    if not isinstance(got, str) or fragment not in got:
-        raise _Wrong(f"{'.'.join(path)} is {got!r}, expected it to contain {fragment!r}")
+        raise _Wrong(f"{_path(path)} is {got!r}, expected it to contain {fragment!r}")
 
 
 def _coding(payload: Any, system: str, code: str, *path: str) -> None:
@@ -211,16 +159,120 @@ def _coding(payload: Any, system: str, code: str, *path: str) -> None:
     _equal(payload, code, *path, "coding", 0, "code")
 
 
-class _Case:
-    """One task being scored: the task, the trajectory, and lazy access to the patient's chart."""
+def _history_posts(history: list[dict[str, str]]) -> list[Post]:
+    """The benchmark scorer's reading of the POSTs: each agent message containing "POST" whose next
+    message contains "POST request accepted", split into URL (first line less 4 characters) and JSON."""
+    posts: list[Post] = []
+    for index, message in enumerate(history):
+        if message["role"] != "agent" or "POST" not in message["content"]:
+            continue
+        if index + 1 >= len(history):
+            raise _Wrong("the last message mentions POST, which the benchmark's scorer cannot read past")
+        if "POST request accepted" not in history[index + 1]["content"]:
+            continue
+        lines = message["content"].split("\n")
+        try:
+            payload = json.loads("\n".join(lines[1:]))
+        except (ValueError, RecursionError):
+            continue
+        posts.append(Post(url=lines[0][4:].strip(), payload=payload))
+    return posts
 
-    def __init__(self, task: MabTask, trajectory: Trajectory, chart: ChartSource, base_url: str) -> None:
+
+class _Case:
+    """One task being scored: the task, the trajectory, the variant, and lazy access to the chart."""
+
+    def __init__(
+        self,
+        task: MabTask,
+        trajectory: Trajectory,
+        chart: ChartSource,
+        base_url: str,
+        variant: ProtocolVariant,
+    ) -> None:
         self.task = task
         self.trajectory = trajectory
         self.chart = chart
-        self.base_url = base_url
+        self.base_url = base_url.rstrip("/")
+        self.variant = variant
         self.now = task.now_dt
         self.expected: Any = None
+
+    # The agent's side: its answer and its POSTs.
+
+    def answer(self) -> Any:
+        """The FINISH answer as JSON."""
+        result = self.trajectory.result
+        if self.trajectory.status != "completed" or result is None:
+            raise _Wrong(f"no FINISH answer (status {self.trajectory.status})")
+        try:
+            return json.loads(result)
+        except (ValueError, RecursionError):
+            raise _Wrong(f"FINISH answer is not JSON: {result[:120]!r}") from None
+
+    def check_answer(self, expected: list[Any], *, allow_empty: bool = False) -> None:
+        answer = self.answer()
+        if answer == expected or (allow_empty and answer == []):
+            return
+        raise _Wrong(f"answer {answer!r} != expected {expected!r}")
+
+    def has_post(self) -> bool:
+        if self.variant.has_post_is_any_mention:
+            return any(m["role"] == "agent" and "POST" in m["content"] for m in self.trajectory.history)
+        return bool(self.trajectory.posts)
+
+    def no_post(self, why: str) -> None:
+        if self.has_post():
+            raise _Wrong(f"a POST was made, but {why}")
+
+    def exactly(self, count: int) -> list[Post]:
+        """The accepted POSTs, which must be `count` in number."""
+        if self.variant.posts_from_history_text:
+            posts = _history_posts(self.trajectory.history)
+        else:
+            posts = self.trajectory.accepted_posts
+        if len(posts) != count:
+            raise _Wrong(f"expected exactly {count} accepted POST(s), got {len(posts)}")
+        return posts
+
+    def url(self, post: Post, resource_type: str) -> None:
+        want = f"{self.base_url}/{resource_type}"
+        got = post.url if self.variant.exact_payload_forms else post.url.split("?")[0].rstrip("/")
+        if got != want:
+            raise _Wrong(f"POST to {post.url!r}, expected {want!r}")
+
+    def route(self, payload: Any, want: str, *, fold: bool) -> None:
+        route = _get(payload, "dosageInstruction", 0, "route")
+        text = (
+            route.get("text")
+            if isinstance(route, Mapping) and not self.variant.exact_payload_forms
+            else route
+        )
+        ok = isinstance(text, str) and (text.lower().strip() == want if fold else text == want)
+        if not ok:
+            raise _Wrong(f"route is {route!r}, expected {want!r}")
+
+    def quantity(self, payload: Any, value: float, unit: str, *path: str | int) -> None:
+        got = _get(payload, *path)
+        if self.variant.exact_payload_forms:
+            ok = got == {"value": value, "unit": unit}
+        else:
+            number = got.get("value") if isinstance(got, Mapping) else None
+            ok = isinstance(number, int | float) and number == value and got.get("unit") == unit
+        if not ok:
+            raise _Wrong(f"{_path(path)} is {got!r}, expected value {value} unit {unit!r}")
+
+    def note_text(self, payload: Any) -> Any:
+        note = _get(payload, "note")
+        if isinstance(note, list) and note and not self.variant.exact_payload_forms:
+            return _get(payload, "note", 0, "text")
+        return _get(payload, "note", "text")
+
+    # The chart's side: the patient and the labs the reference is computed from.
+
+    async def patient_id(self) -> str:
+        patient = await self.patient()
+        return str(patient["id"])
 
     async def patient(self) -> dict[str, Any]:
         patient = await self.chart.patient_by_mrn(self.task.eval_MRN)
@@ -229,22 +281,32 @@ class _Case:
         return patient
 
     async def labs(self) -> tuple[str, list[Measurement]]:
-        patient = await self.patient()
-        observations = await self.chart.observations(patient["id"], self.task.lab_code)
-        return patient["id"], measurements(observations)
+        patient_id = await self.patient_id()
+        observations = await self.chart.observations(patient_id, self.task.lab_code)
+        found = measurements(observations)
+        if self.variant.reference_first_page_only and len(found) != len(observations):
+            raise _Wrong(
+                "an observation lacks a time or a numeric value, which the benchmark's scorer fails on"
+            )
+        return patient_id, found
+
+    # Orders, checked field by field as the benchmark's scorer does.
+
+    def subject(self, payload: Any, patient_id: str) -> None:
+        _equal(payload, {"reference": f"Patient/{patient_id}"}, "subject")
 
     def medication_order(self, post: Post, patient_id: str, ndc: str) -> None:
-        _url(post, self.base_url, "MedicationRequest")
+        self.url(post, "MedicationRequest")
         payload = post.payload
         _equal(payload, "MedicationRequest", "resourceType")
         _coding(payload, "http://hl7.org/fhir/sid/ndc", ndc, "medicationCodeableConcept")
         _contains(payload, self.task.now[:16], "authoredOn")
         _equal(payload, "active", "status")
         _equal(payload, "order", "intent")
-        _subject(payload, patient_id)
+        self.subject(payload, patient_id)
 
     def service_order(self, post: Post, patient_id: str, system: str, code: str) -> None:
-        _url(post, self.base_url, "ServiceRequest")
+        self.url(post, "ServiceRequest")
         payload = post.payload
         _equal(payload, "ServiceRequest", "resourceType")
         _coding(payload, system, code, "code")
@@ -252,32 +314,34 @@ class _Case:
         _equal(payload, "active", "status")
         _equal(payload, "order", "intent")
         _equal(payload, "stat", "priority")
-        _subject(payload, patient_id)
+        self.subject(payload, patient_id)
 
 
 async def _task1(case: _Case) -> None:
-    _no_post(case.trajectory, "task 1 is a query")
+    case.no_post("task 1 is a query")
     case.expected = case.task.sol
-    _check_answer(case.trajectory, list(case.task.sol or []))
+    case.check_answer(list(case.task.sol or []))
 
 
 async def _task2(case: _Case) -> None:
-    _no_post(case.trajectory, "task 2 is a query")
+    case.no_post("task 2 is a query")
     patient = await case.patient()
     case.expected = [age_on(str(patient.get("birthDate")), case.now.date())]
-    _check_answer(case.trajectory, case.expected)
+    case.check_answer(case.expected)
 
 
 async def _task3(case: _Case) -> None:
-    post = _exactly(case.trajectory, 1)[0]
-    patient = await case.patient()
-    _url(post, case.base_url, "Observation")
+    post = case.exactly(1)[0]
+    case.url(post, "Observation")
     payload = post.payload
     case.expected = {"valueString": case.task.quoted, "code": {"text": case.task.flowsheet_id}}
     _equal(payload, "Observation", "resourceType")
-    category = _get(payload, "category")
-    if not isinstance(category, list) or len(category) != 1 or len(_get(category, 0, "coding")) != 1:
-        raise _Wrong(f"category must hold exactly one coding, got {category!r}")
+    try:
+        one_coding = len(payload["category"]) == 1 and len(payload["category"][0]["coding"]) == 1
+    except (KeyError, IndexError, TypeError):
+        one_coding = False
+    if not one_coding:
+        raise _Wrong(f"category must hold exactly one coding, got {_get(payload, 'category')!r}")
     _equal(
         payload,
         {
@@ -294,15 +358,15 @@ async def _task3(case: _Case) -> None:
     _equal(payload, case.task.now, "effectiveDateTime")
     _equal(payload, "final", "status")
     _equal(payload, case.task.quoted, "valueString")
-    _subject(payload, patient["id"])
+    case.subject(payload, await case.patient_id())
 
 
 async def _task4(case: _Case) -> None:
-    _no_post(case.trajectory, "task 4 is a query")
+    case.no_post("task 4 is a query")
     _, labs = await case.labs()
     last = latest_within(labs, case.now)
     case.expected = [last[1] if last else -1]
-    _check_answer(case.trajectory, case.expected)
+    case.check_answer(case.expected)
 
 
 async def _task5(case: _Case) -> None:
@@ -310,52 +374,56 @@ async def _task5(case: _Case) -> None:
     last = latest_within(labs, case.now)
     case.expected = [last[1] if last else -1]
     if last is None:
-        _no_post(case.trajectory, "no magnesium in the last 24 hours means no order")
+        # As the benchmark scores it: with no magnesium in 24 hours, only "no order" matters.
+        case.no_post("no magnesium in the last 24 hours means no order")
         return
     dose = magnesium_dose(float(last[1]))
     if dose is None:
-        _no_post(case.trajectory, f"magnesium {last[1]} is not low")
+        case.no_post(f"magnesium {last[1]} is not low")
     else:
-        post = _exactly(case.trajectory, 1)[0]
+        post = case.exactly(1)[0]
         case.medication_order(post, patient_id, case.task.ndc)
-        _route(post.payload, "IV", fold=False)
+        case.route(post.payload, "IV", fold=False)
         grams, hours = dose
-        _quantity(post.payload, grams, "g", "dosageInstruction", 0, "doseAndRate", 0, "doseQuantity")
-        _quantity(post.payload, hours, "h", "dosageInstruction", 0, "doseAndRate", 0, "rateQuantity")
-    _check_answer(case.trajectory, case.expected, allow_empty=True)
+        dose_and_rate = ("dosageInstruction", 0, "doseAndRate", 0)
+        case.quantity(post.payload, grams, "g", *dose_and_rate, "doseQuantity")
+        case.quantity(post.payload, hours, "h", *dose_and_rate, "rateQuantity")
+    case.check_answer(case.expected, allow_empty=True)
 
 
 async def _task6(case: _Case) -> None:
-    _no_post(case.trajectory, "task 6 is a query")
+    case.no_post("task 6 is a query")
     _, labs = await case.labs()
     mean = average_within(labs, case.now)
     case.expected = [mean if mean is not None else -1]
-    answer = _finish_answer(case.trajectory)
-    ok = (
-        isinstance(answer, list)
-        and len(answer) == 1
-        and isinstance(answer[0], int | float)
-        and not isinstance(answer[0], bool)
-        and abs(answer[0] - case.expected[0]) < 0.1
-    )
+    answer = case.answer()
+    try:
+        ok = len(answer) == 1 and abs(answer[0] - case.expected[0]) < 0.1
+    except (TypeError, KeyError, IndexError):
+        ok = False
     if not ok:
         raise _Wrong(f"answer {answer!r} is not within 0.1 of {case.expected!r}")
 
 
 async def _task7(case: _Case) -> None:
-    _no_post(case.trajectory, "task 7 is a query")
+    case.no_post("task 7 is a query")
     _, labs = await case.labs()
     last = latest(labs)
     case.expected = [last[1] if last else -1]
-    _check_answer(case.trajectory, case.expected)
+    case.check_answer(case.expected)
 
 
 async def _task8(case: _Case) -> None:
-    post = _exactly(case.trajectory, 1)[0]
-    patient = await case.patient()
-    case.service_order(post, patient["id"], "http://snomed.info/sct", case.task.snomed)
+    post = case.exactly(1)[0]
+    patient_id = await case.patient_id()
+    case.service_order(post, patient_id, "http://snomed.info/sct", case.task.snomed)
     case.expected = {"note": case.task.quoted}
-    if case.task.quoted not in _note_text(post.payload):
+    note = case.note_text(post.payload)
+    try:
+        ok = case.task.quoted in note
+    except TypeError:
+        ok = False
+    if not ok:
         raise _Wrong("the referral note does not hold the SBAR text from the instruction")
 
 
@@ -363,27 +431,25 @@ async def _task9(case: _Case) -> None:
     patient_id, labs = await case.labs()
     last = latest(labs)
     case.expected = [last[1] if last else -1]
-    dose = potassium_dose(float(last[1])) if last else None
-    if dose is None:
-        _no_post(case.trajectory, "potassium is missing or not low")
+    if last is None or potassium_dose(float(last[1])) is None:
+        case.no_post("potassium is missing or not low")
     else:
-        medication, lab = _exactly(case.trajectory, 2)
+        medication, lab = case.exactly(2)
         case.medication_order(medication, patient_id, case.task.ndc)
-        _route(medication.payload, "oral", fold=True)
-        _quantity(
-            medication.payload,
-            dose,
-            "mEq",
-            "dosageInstruction",
-            0,
-            "doseAndRate",
-            0,
-            "doseQuantity",
-            tolerance=0.1,
-        )
+        case.route(medication.payload, "oral", fold=True)
+        quantity = ("dosageInstruction", 0, "doseAndRate", 0, "doseQuantity")
+        value = _get(medication.payload, *quantity, "value")
+        dose = (3.5 - float(last[1])) / 0.1 * 10  # unrounded, as the benchmark's scorer computes it
+        try:
+            close = abs(value - dose) <= 0.1
+        except TypeError:
+            close = False
+        if not close:
+            raise _Wrong(f"{_path(quantity)}.value is {value!r}, expected {dose} (within 0.1)")
+        _equal(medication.payload, "mEq", *quantity, "unit")
         case.service_order(lab, patient_id, "http://loinc.org", case.task.loinc)
         _contains(lab.payload, next_day_8am(case.now).strftime("%Y-%m-%dT08:"), "occurrenceDateTime")
-    _check_answer(case.trajectory, case.expected, allow_empty=True)
+    case.check_answer(case.expected, allow_empty=True)
 
 
 async def _task10(case: _Case) -> None:
@@ -391,11 +457,11 @@ async def _task10(case: _Case) -> None:
     last = latest(labs)
     case.expected = [last[1], last[2]] if last else [-1]
     if last is None or last[0] < one_year_before(case.now):
-        post = _exactly(case.trajectory, 1)[0]
+        post = case.exactly(1)[0]
         case.service_order(post, patient_id, "http://loinc.org", case.task.loinc)
     else:
-        _no_post(case.trajectory, "the last HbA1c is less than a year old")
-    _check_answer(case.trajectory, case.expected, allow_empty=True)
+        case.no_post("the last HbA1c is less than a year old")
+    case.check_answer(case.expected, allow_empty=True)
 
 
 _RULES: dict[int, Callable[[_Case], Awaitable[None]]] = {
@@ -412,10 +478,26 @@ _RULES: dict[int, Callable[[_Case], Awaitable[None]]] = {
 }
 
 
-async def score_task(task: MabTask, trajectory: Trajectory, chart: ChartSource, base_url: str) -> Score:
-    """Score one trajectory by its task type's rule; `base_url` is the FHIR base POSTs must target."""
-    case = _Case(task, trajectory, chart, base_url)
+async def score_task(
+    task: MabTask,
+    trajectory: Trajectory,
+    chart: ChartSource,
+    base_url: str,
+    *,
+    variant: ProtocolVariant,
+) -> Score:
+    """Score one trajectory by its task type's rule; `base_url` is the FHIR base POSTs must target.
+
+    As the benchmark counts, a task is scored only when its agent finished it (or, where the variant says
+    so, failed with an error); any other ending is a failure.
+    """
+    case = _Case(task, trajectory, chart, base_url, variant)
+    scored = trajectory.status == "completed" or (
+        trajectory.status == "error" and variant.scores_agent_errors
+    )
     try:
+        if not scored:
+            raise _Wrong(f"not scored: the task ended without FINISH (status {trajectory.status})")
         await _RULES[task.task_type](case)
     except _Wrong as wrong:
         return Score(

@@ -17,7 +17,7 @@ from clinicflow.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
-VALID = {"completed", "invalid_action", "limit_reached", "error"}
+VALID = {"completed", "invalid_action", "echo", "limit_reached", "error"}
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from clinicflow.evals.medagentbench.scoring import FhirChartSource, score_task
 from clinicflow.evals.medagentbench.synthetic import SyntheticPatient
 from clinicflow.evals.medagentbench.tasks import MabTask
 from clinicflow.evals.medagentbench.tools_agent import ToolsAgent
+from clinicflow.evals.medagentbench.variants import CLINICFLOW
 from clinicflow.fhir import FhirClient
 from tests.fakes import ScriptedChatModel, calls, tool_call
 
@@ -94,7 +95,9 @@ async def test_correct_tool_calls_score_1(
     model = ScriptedChatModel(script=_script(task, mab_patients))
     async with FhirClient(mab_server) as client:
         trajectory = await ToolsAgent(model, client).run(task)
-        score = await score_task(task, trajectory, FhirChartSource(client), client.base_url)
+        score = await score_task(
+            task, trajectory, FhirChartSource(client), client.base_url, variant=CLINICFLOW
+        )
         for post in trajectory.posts:
             stored = (
                 await client.search(post.payload["resourceType"])
@@ -122,5 +125,7 @@ async def test_a_write_on_a_query_task_scores_0(mab_server: str, mab_tasks: list
     )
     async with FhirClient(mab_server) as client:
         trajectory = await ToolsAgent(model, client).run(task)
-        score = await score_task(task, trajectory, FhirChartSource(client), client.base_url)
+        score = await score_task(
+            task, trajectory, FhirChartSource(client), client.base_url, variant=CLINICFLOW
+        )
     assert not score.correct and "POST" in score.reason

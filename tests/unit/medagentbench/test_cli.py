@@ -40,3 +40,14 @@ def test_a_bad_task_file_is_reported_without_a_traceback(monkeypatch, tmp_path) 
 def test_unknown_agent_is_refused() -> None:
     result = runner.invoke(app, ["--synthetic", "3", "--agent", "human"])
     assert result.exit_code == 2
+
+
+def test_unknown_protocol_is_refused() -> None:
+    result = runner.invoke(app, ["--synthetic", "3", "--agent", "oracle", "--protocol", "lenient"])
+    assert result.exit_code == 2
+
+
+def test_the_tool_graph_cannot_be_scored_by_the_original_protocol(monkeypatch) -> None:
+    monkeypatch.delenv("CLINICFLOW_FHIR_URL", raising=False)
+    result = runner.invoke(app, ["--synthetic", "3", "--agent", "tools", "--protocol", "original"])
+    assert result.exit_code == 2 and "use --protocol clinicflow" in result.output

@@ -73,3 +73,62 @@ def test_empty_groups_render_as_not_available() -> None:
     only_queries = [r for r in _records() if r["task_type"] == 1]
     text = render_markdown(build_report(only_queries, run={}))
     assert "| action tasks (3, 5, 8, 9, 10) | n/a |" in text
+
+
+def test_echoes_count_as_invalid_actions() -> None:
+    rows = [{"task_id": "task1_1", "task_type": 1, "correct": False, "status": "echo", "reason": "r"}]
+    report = build_report(rows, run={})
+    assert report["invalid_action"]["k"] == 1 and report["statuses"] == {"echo": 1}
+
+
+def test_a_clinicflow_run_states_its_differences_and_hides_the_published_rates() -> None:
+    run = {
+        "protocol": "clinicflow",
+        "agent": "text",
+        "model": "medgemma-4b-it",
+        "task_set": "synthetic",
+        "server": "embedded",
+        "max_rounds": 5,
+        "max_response_chars": 2000,
+        "functions": "built-in",
+    }
+    report = build_report(_records(), run=run)
+    differences = "\n".join(report["differences_from_published"])
+    for fragment in (
+        "protocol `clinicflow`",
+        "model: medgemma-4b-it",
+        "synthetic tasks of the 10 types on clinicflow's synthetic patients (the embedded FHIR server)",
+        "round limit 5, not 8",
+        "GET answers cut to 2000 characters",
+        "clinicflow's built-in ones",
+        "ends the task as an echo",
+    ):
+        assert fragment in differences, fragment
+    markdown = render_markdown(report)
+    assert "- protocol: `clinicflow`" in markdown and "GPT-4o" not in markdown
+    assert "Not shown: the published rates were scored under the `original` protocol" in markdown
+
+
+def test_an_original_run_on_a_task_file_prints_the_published_rates_beside() -> None:
+    run = {
+        "protocol": "original",
+        "agent": "text",
+        "model": "m",
+        "task_set": "file",
+        "tasks": "test_data_v2.json",
+        "tasks_total": 300,
+        "tasks_selected": 30,
+        "fhir_url": "http://localhost:8080/fhir",
+        "max_rounds": 8,
+        "functions": "funcs_v1.json",
+    }
+    report = build_report(_records(), run=run)
+    differences = report["differences_from_published"]
+    assert not any(d.startswith("protocol") for d in differences)
+    assert "only 30 of the file's 300 tasks" in differences
+    assert any(
+        d.startswith("tasks: test_data_v2.json on the FHIR server http://localhost:8080/fhir")
+        for d in differences
+    )
+    assert not any("declarations" in d or "round limit" in d for d in differences)
+    assert "- GPT-4o: 64.0%" in render_markdown(report)

@@ -1,5 +1,7 @@
-"""Scoring rules of all 10 task types: a correct trajectory scores 1; wrong ones (wrong value, extra POST,
-POST on a query task, wrong field) score 0. The chart is an in-memory stand-in for the FHIR server."""
+"""Scoring rules of all 10 task types, ported from the benchmark's reference scorer: a correct trajectory
+scores 1 and wrong ones (wrong value, extra POST, POST on a query task, wrong field) 0 under both protocol
+variants; then the rules the variants part on, case by case. The chart is an in-memory stand-in for the
+FHIR server; trajectories carry the conversation the text protocol would have recorded."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from clinicflow.evals.medagentbench.protocol import INVALID_POST, POST_ACCEPTED
 from clinicflow.evals.medagentbench.scoring import Post, Trajectory, score_task
 from clinicflow.evals.medagentbench.tasks import MabTask
+from clinicflow.evals.medagentbench.variants import CLINICFLOW, ORIGINAL, ProtocolVariant
 
 BASE = "http://fhir.test/fhir"
 NOW = "2023-11-13T10:15:00+00:00"
@@ -151,27 +155,54 @@ def _service(system: str, code: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _post_text(url: str, payload: Any) -> str:
+    return f"{url}\n{json.dumps(payload)}"
+
+
 def _traj(answer: Any = None, *posts: tuple[str, Any], status: str = "completed") -> Trajectory:
+    """A trajectory of accepted POSTs to `BASE/<type>` and, when `answer` is given, a FINISH."""
+    return _conversation([(f"{BASE}/{rtype}", payload, True) for rtype, payload in posts], answer, status)
+
+
+def _conversation(
+    posts: list[tuple[str, Any, bool]],
+    answer: Any = None,
+    status: str = "completed",
+    *,
+    text: str | None = None,
+) -> Trajectory:
+    """The trajectory and conversation of (url, payload, accepted) POSTs, then FINISH(answer) (or `text`)."""
+    history = [{"role": "user", "content": "the prompt"}]
+    for url, payload, accepted in posts:
+        body = json.dumps(payload) if accepted else "{not json"
+        history += [
+            {"role": "agent", "content": f"POST {url}\n{body}"},
+            {"role": "user", "content": POST_ACCEPTED if accepted else INVALID_POST},
+        ]
+    result = None if answer is None else json.dumps(answer)
+    if result is not None and status == "completed":
+        history.append({"role": "agent", "content": text or f"FINISH({result})"})
     return Trajectory(
         task_id="t",
         agent="test",
         status=status,  # type: ignore[arg-type]
-        result=None if answer is None else json.dumps(answer),
-        posts=[Post(url=f"{BASE}/{rtype}", payload=payload) for rtype, payload in posts],
+        result=result if status == "completed" else None,
+        posts=[Post(url=url, payload=payload if ok else None, accepted=ok) for url, payload, ok in posts],
+        history=history,
     )
 
 
 MG_ORDER = (
     "MedicationRequest",
-    _med("0338-1715-40", {"text": "IV"}, {"value": 2, "unit": "g"}, {"value": 2, "unit": "h"}),
+    _med("0338-1715-40", "IV", {"value": 2, "unit": "g"}, {"value": 2, "unit": "h"}),
 )
-K_ORDER = ("MedicationRequest", _med("40032-917-01", {"text": "oral"}, {"value": 40, "unit": "mEq"}))
+K_ORDER = ("MedicationRequest", _med("40032-917-01", "oral", {"value": 40, "unit": "mEq"}))
 K_LAB = (
     "ServiceRequest",
     _service("http://loinc.org", "2823-3", occurrenceDateTime="2023-11-14T08:00:00+00:00"),
 )
 A1C_ORDER = ("ServiceRequest", _service("http://loinc.org", "4548-4"))
-REFERRAL = ("ServiceRequest", _service("http://snomed.info/sct", "306181000000106", note=[{"text": SBAR}]))
+REFERRAL = ("ServiceRequest", _service("http://snomed.info/sct", "306181000000106", note={"text": SBAR}))
 A1C_TIME = (T0 - timedelta(hours=24 * 400)).isoformat()
 
 CORRECT: dict[int, Trajectory] = {
@@ -226,7 +257,7 @@ WRONG: dict[int, dict[str, Trajectory]] = {
             [1.3], _edit(MG_ORDER, ["dosageInstruction", 0, "doseAndRate", 0, "doseQuantity", "value"], 1)
         ),
         "extra POST": _traj([1.3], MG_ORDER, MG_ORDER),
-        "wrong route": _traj([1.3], _edit(MG_ORDER, ["dosageInstruction", 0, "route"], {"text": "oral"})),
+        "wrong route": _traj([1.3], _edit(MG_ORDER, ["dosageInstruction", 0, "route"], "oral")),
         "wrong NDC": _traj(
             [1.3], _edit(MG_ORDER, ["medicationCodeableConcept", "coding", 0, "code"], "0338-1715-41")
         ),
@@ -240,7 +271,7 @@ WRONG: dict[int, dict[str, Trajectory]] = {
     },
     7: {"wrong value": _traj([100]), "POST on a query task": _traj([150], _BP)},
     8: {
-        "wrong field (note missing SBAR)": _traj([], _edit(REFERRAL, ["note"], [{"text": "Please see."}])),
+        "wrong field (note missing SBAR)": _traj([], _edit(REFERRAL, ["note"], {"text": "Please see."})),
         "wrong code system": _traj([], _edit(REFERRAL, ["code", "coding", 0, "system"], "http://loinc.org")),
         "extra POST": _traj([], REFERRAL, REFERRAL),
         "wrong priority": _traj([], _edit(REFERRAL, ["priority"], "routine")),
@@ -267,20 +298,30 @@ WRONG: dict[int, dict[str, Trajectory]] = {
 }
 
 
-async def _score(task_type: int, trajectory: Trajectory, chart: FakeChart | None = None) -> bool:
-    score = await score_task(TASKS[task_type], trajectory, chart or FakeChart(), BASE)
+VARIANTS = [ORIGINAL, CLINICFLOW]
+
+
+async def _score(
+    task_type: int,
+    trajectory: Trajectory,
+    chart: FakeChart | None = None,
+    variant: ProtocolVariant = ORIGINAL,
+) -> bool:
+    score = await score_task(TASKS[task_type], trajectory, chart or FakeChart(), BASE, variant=variant)
     return score.correct
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 @pytest.mark.parametrize("task_type", range(1, 11))
-async def test_a_correct_trajectory_scores_1(task_type: int) -> None:
-    score = await score_task(TASKS[task_type], CORRECT[task_type], FakeChart(), BASE)
+async def test_a_correct_trajectory_scores_1(task_type: int, variant: ProtocolVariant) -> None:
+    score = await score_task(TASKS[task_type], CORRECT[task_type], FakeChart(), BASE, variant=variant)
     assert score.correct, score.reason
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 @pytest.mark.parametrize(("task_type", "kind"), [(t, k) for t, cases in WRONG.items() for k in cases])
-async def test_a_wrong_trajectory_scores_0(task_type: int, kind: str) -> None:
-    score = await score_task(TASKS[task_type], WRONG[task_type][kind], FakeChart(), BASE)
+async def test_a_wrong_trajectory_scores_0(task_type: int, kind: str, variant: ProtocolVariant) -> None:
+    score = await score_task(TASKS[task_type], WRONG[task_type][kind], FakeChart(), BASE, variant=variant)
     assert not score.correct, kind
     assert score.reason and score.reason != "correct"
 
@@ -289,44 +330,51 @@ def test_every_type_has_at_least_two_kinds_of_wrong_trajectory() -> None:
     assert all(len(WRONG[t]) >= 2 for t in range(1, 11))
 
 
-async def test_tolerances_and_alternative_representations() -> None:
-    assert await _score(6, _traj([125.05]))
-    assert not await _score(6, _traj([125.2]))
-    assert await _score(5, _traj([1.3], _edit(MG_ORDER, ["dosageInstruction", 0, "route"], "IV"))), (
-        "route as text"
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+async def test_tolerances(variant: ProtocolVariant) -> None:
+    assert await _score(6, _traj([125.05]), variant=variant)
+    assert not await _score(6, _traj([125.2]), variant=variant)
+    assert await _score(
+        9, _traj([3.1], _edit(K_ORDER, ["dosageInstruction", 0, "route"], " Oral "), K_LAB), variant=variant
     )
-    assert await _score(8, _traj([], _edit(REFERRAL, ["note"], {"text": f"Note: {SBAR}"}))), "note as object"
-    assert await _score(9, _traj([3.1], _edit(K_ORDER, ["dosageInstruction", 0, "route"], " Oral "), K_LAB))
-    quantity = {"value": 2.0, "unit": "g", "system": "http://unitsofmeasure.org", "code": "g"}
-    with_ucum = _edit(MG_ORDER, ["dosageInstruction", 0, "doseAndRate", 0, "doseQuantity"], quantity)
-    assert await _score(5, _traj([1.3], with_ucum)), "quantities compare on value and unit"
+    dose = ["dosageInstruction", 0, "doseAndRate", 0, "doseQuantity", "value"]
+    assert await _score(9, _traj([3.1], _edit(K_ORDER, dose, 40.05), K_LAB), variant=variant)
+    assert not await _score(9, _traj([3.1], _edit(K_ORDER, dose, 40.1), K_LAB), variant=variant), (
+        "the reference is (3.5 - 3.1) / 0.1 * 10 = 39.99999999999999, unrounded"
+    )
+    assert await _score(5, _traj([1.3], _edit(MG_ORDER, dose, 2.0)), variant=variant), "2.0 == 2"
+    assert not await _score(
+        5, _traj([1.3], _edit(MG_ORDER, ["dosageInstruction", 0, "route"], "iv")), variant=variant
+    ), "task 5's route is compared exactly"
     for task_type in (5, 9, 10):
-        assert await _score(task_type, CORRECT[task_type].model_copy(update={"result": "[]"})), (
-            "FINISH([]) is accepted"
-        )
+        assert await _score(
+            task_type, CORRECT[task_type].model_copy(update={"result": "[]"}), variant=variant
+        ), "FINISH([]) is accepted"
 
 
-async def test_conditional_tasks_follow_the_chart() -> None:
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+async def test_conditional_tasks_follow_the_chart(variant: ProtocolVariant) -> None:
+    async def score(task_type: int, trajectory: Trajectory, chart: FakeChart) -> bool:
+        return await _score(task_type, trajectory, chart, variant)
+
     normal = FakeChart({"MG": [(3, 2.1)], "K": [(5, 4.2)], "A1C": [(24 * 100, 6.1)]})
-    assert await _score(5, _traj([2.1]), normal)
-    assert not await _score(5, _traj([2.1], MG_ORDER), normal), "no order when magnesium is normal"
-    assert await _score(9, _traj([4.2]), normal)
-    assert not await _score(9, _traj([4.2], K_ORDER, K_LAB), normal)
+    assert await score(5, _traj([2.1]), normal)
+    assert not await score(5, _traj([2.1], MG_ORDER), normal), "no order when magnesium is normal"
+    assert await score(9, _traj([4.2]), normal)
+    assert not await score(9, _traj([4.2], K_ORDER, K_LAB), normal)
     recent = (T0 - timedelta(hours=2400)).isoformat()
-    assert await _score(10, _traj([6.1, recent]), normal)
-    assert not await _score(10, _traj([6.1, recent], A1C_ORDER), normal), "no order when the HbA1c is recent"
+    assert await score(10, _traj([6.1, recent]), normal)
+    assert not await score(10, _traj([6.1, recent], A1C_ORDER), normal), "no order when the HbA1c is recent"
 
     empty = FakeChart({"MG": [(30, 1.0)], "GLU": [(30, 120)]})
-    assert await _score(4, _traj([-1]), empty)
-    assert await _score(5, _traj(None, status="limit_reached"), empty), (
-        "nothing in 24 h: only 'no order' counts"
-    )
-    assert not await _score(5, _traj([-1], MG_ORDER), empty)
-    assert await _score(6, _traj([-1]), empty)
-    assert await _score(7, _traj([120]), empty), "most recent, whatever its age"
-    assert await _score(9, _traj([-1]), empty)
-    assert await _score(10, _traj([-1], A1C_ORDER), empty), "no HbA1c on record: order one"
-    assert not await _score(10, _traj([-1]), empty)
+    assert await score(4, _traj([-1]), empty)
+    assert await score(5, _traj(["anything"]), empty), "nothing in 24 h: only 'no order' counts"
+    assert not await score(5, _traj([-1], MG_ORDER), empty)
+    assert await score(6, _traj([-1]), empty)
+    assert await score(7, _traj([120]), empty), "most recent, whatever its age"
+    assert await score(9, _traj([-1]), empty)
+    assert await score(10, _traj([-1], A1C_ORDER), empty), "no HbA1c on record: order one"
+    assert not await score(10, _traj([-1]), empty)
 
     severe = FakeChart({"MG": [(1, 0.8)]})
     order = _edit(
@@ -334,24 +382,47 @@ async def test_conditional_tasks_follow_the_chart() -> None:
         ["dosageInstruction", 0, "doseAndRate", 0, "rateQuantity", "value"],
         4,
     )
-    assert await _score(5, _traj([0.8], order), severe)
-    assert not await _score(5, _traj([0.8], MG_ORDER), severe)
+    assert await score(5, _traj([0.8], order), severe)
+    assert not await score(5, _traj([0.8], MG_ORDER), severe)
 
 
-async def test_an_unaccepted_post_counts_as_a_post() -> None:
-    rejected = _traj([42]).model_copy(
-        update={"posts": [Post(url=f"{BASE}/Observation", payload=None, accepted=False)]}
+# What both variants take from the original, where the harness once differed.
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+@pytest.mark.parametrize("status", ["limit_reached", "invalid_action", "echo"])
+async def test_without_finish_no_task_scores(variant: ProtocolVariant, status: str) -> None:
+    empty = FakeChart({"MG": []})
+    assert not await _score(3, _traj([], _BP, status=status), variant=variant)
+    assert not await _score(8, _traj([], REFERRAL, status=status), variant=variant)
+    assert not await _score(5, _traj([-1], status=status), empty, variant=variant), "no magnesium, no FINISH"
+    assert await _score(5, _traj([-1]), empty, variant=variant), "no magnesium, FINISH: correct"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+async def test_a_rejected_post_then_a_right_one_passes(variant: ProtocolVariant) -> None:
+    bp = _BP[1]
+    assert await _score(
+        3,
+        _conversation([(f"{BASE}/Observation", None, False), (f"{BASE}/Observation", bp, True)], []),
+        variant=variant,
     )
-    assert not await _score(2, rejected)
-    failed_write = CORRECT[3].model_copy(
-        update={"posts": [CORRECT[3].posts[0].model_copy(update={"accepted": False})]}
+    medication, lab = K_ORDER[1], K_LAB[1]
+    tries = [(f"{BASE}/MedicationRequest", None, False), (f"{BASE}/MedicationRequest", medication, True)]
+    assert await _score(
+        9, _conversation([*tries, (f"{BASE}/ServiceRequest", lab, True)], [3.1]), variant=variant
     )
-    assert not await _score(3, failed_write)
 
 
-async def test_an_unknown_mrn_is_reported_as_a_harness_problem() -> None:
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+async def test_a_rejected_post_is_still_a_post_on_a_query_task(variant: ProtocolVariant) -> None:
+    assert not await _score(2, _conversation([(f"{BASE}/Observation", None, False)], [42]), variant=variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+async def test_an_unknown_mrn_is_reported_as_a_harness_problem(variant: ProtocolVariant) -> None:
     task = TASKS[2].model_copy(update={"eval_MRN": "S0000000"})
-    score = await score_task(task, _traj([42]), FakeChart(), BASE)
+    score = await score_task(task, _traj([42]), FakeChart(), BASE, variant=variant)
     assert not score.correct and "harness" in score.reason
 
 
@@ -359,10 +430,97 @@ async def test_the_time_comes_from_the_task_context() -> None:
     later = TASKS[4].model_copy(
         update={"context": 'It\'s 2023-11-14T04:15:00+00:00 now. The code for magnesium is "MG".'}
     )
-    assert (await score_task(later, _traj([1.3]), FakeChart(), BASE)).correct, "1.3 was taken 23 h before"
+    score = await score_task(later, _traj([1.3]), FakeChart(), BASE, variant=ORIGINAL)
+    assert score.correct, "1.3 was taken 23 h before"
     moved = TASKS[4].model_copy(
         update={"context": 'It\'s 2023-11-15T10:15:00+00:00 now. The code for magnesium is "MG".'}
     )
-    assert (await score_task(moved, _traj([-1]), FakeChart(), BASE)).correct, (
+    assert (await score_task(moved, _traj([-1]), FakeChart(), BASE, variant=ORIGINAL)).correct, (
         "nothing within 24 h of this now"
     )
+
+
+# Where the variants part: each payload form, what counts as a POST, agent errors, reference data.
+
+_ROUTE = ["dosageInstruction", 0, "route"]
+_DOSE = ["dosageInstruction", 0, "doseAndRate", 0, "doseQuantity"]
+FORMS: dict[str, tuple[int, Trajectory]] = {
+    "task 5 route as an object": (5, _traj([1.3], _edit(MG_ORDER, _ROUTE, {"text": "IV"}))),
+    "task 9 route as an object": (9, _traj([3.1], _edit(K_ORDER, _ROUTE, {"text": "oral"}), K_LAB)),
+    "task 5 dose with more keys": (
+        5,
+        _traj(
+            [1.3], _edit(MG_ORDER, _DOSE, {"value": 2, "unit": "g", "system": "http://unitsofmeasure.org"})
+        ),
+    ),
+    "task 8 note as a list": (8, _traj([], _edit(REFERRAL, ["note"], [{"text": SBAR}]))),
+    "POST URL with a query": (3, _conversation([(f"{BASE}/Observation?_format=json", _bp(), True)], [])),
+    "POST URL with a trailing slash": (3, _conversation([(f"{BASE}/Observation/", _bp(), True)], [])),
+    "FINISH naming POST after the POST": (
+        3,
+        _conversation([(f"{BASE}/Observation", _bp(), True)], ["POST made"]),
+    ),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_forms_only_the_clinicflow_variant_accepts(form: str) -> None:
+    task_type, trajectory = FORMS[form]
+    assert not await _score(task_type, trajectory, variant=ORIGINAL)
+    assert await _score(task_type, trajectory, variant=CLINICFLOW)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+async def test_forms_both_variants_accept(variant: ProtocolVariant) -> None:
+    assert await _score(
+        8, _traj([], _edit(REFERRAL, ["note"], {"text": f"Referral. {SBAR} Thanks."})), variant=variant
+    )
+    extra = _edit(K_ORDER, _DOSE, {"value": 40, "unit": "mEq", "system": "http://unitsofmeasure.org"})
+    assert await _score(9, _traj([3.1], extra, K_LAB), variant=variant), "task 9 reads value and unit alone"
+
+
+async def test_has_a_post_is_any_agent_message_naming_post_in_the_original() -> None:
+    mention = _traj([42]).model_copy(
+        update={
+            "history": [
+                {"role": "agent", "content": "GET x\nno POST needed"},
+                {"role": "agent", "content": "FINISH([42])"},
+            ]
+        }
+    )
+    assert not await _score(2, mention, variant=ORIGINAL)
+    assert await _score(2, mention, variant=CLINICFLOW), "clinicflow counts POST actions"
+    said_by_user = _traj([42]).model_copy(
+        update={"history": [{"role": "user", "content": "POST request accepted"}]}
+    )
+    assert await _score(2, said_by_user, variant=ORIGINAL), "only agent messages count"
+
+
+async def test_the_original_reads_posts_from_the_conversation_not_the_parsed_list() -> None:
+    fenced = _traj([], _BP)
+    fenced.history[1]["content"] = f"```\nPOST {BASE}/Observation\n{json.dumps(_bp())}\n```"
+    assert not await _score(3, fenced, variant=ORIGINAL), "a fenced POST is lost to the original's scorer"
+    assert await _score(3, fenced, variant=CLINICFLOW)
+
+
+@pytest.mark.parametrize("task_type", [3, 8])
+async def test_an_agent_error_is_scored_only_by_the_original(task_type: int) -> None:
+    done = CORRECT[task_type]
+    failed = done.model_copy(update={"status": "error", "result": None, "history": done.history[:-1]})
+    assert await _score(task_type, failed, variant=ORIGINAL), "its POST is scored, as the original does"
+    assert not await _score(task_type, failed, variant=CLINICFLOW)
+    assert not await _score(
+        2, _traj([42]).model_copy(update={"status": "error", "result": None}), variant=ORIGINAL
+    ), "without an answer a query cannot pass"
+
+
+async def test_an_observation_without_a_value_fails_the_original_only() -> None:
+    class Gappy(FakeChart):
+        async def observations(self, patient_id: str, code: str) -> list[dict[str, Any]]:
+            return [
+                *await super().observations(patient_id, code),
+                {"resourceType": "Observation", "effectiveDateTime": NOW},
+            ]
+
+    assert not await _score(4, _traj([1.3]), Gappy(), ORIGINAL)
+    assert await _score(4, _traj([1.3]), Gappy(), CLINICFLOW)

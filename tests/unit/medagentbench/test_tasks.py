@@ -17,6 +17,7 @@ from clinicflow.evals.medagentbench.tasks import (
     load_tasks,
     save_tasks,
 )
+from tests.unit.medagentbench.original_refsol import SBAR
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "medagentbench"
 
@@ -45,6 +46,24 @@ def test_parameters_read_from_the_v1_text(v1_tasks: list[MabTask]) -> None:
     assert first[8].quoted.startswith("Situation:") and first[8].quoted.endswith("recommendations.")
     assert all(t.mentions_mrn() for t in v1_tasks if t.task_type != 1)
     assert not any(t.mentions_mrn() for t in v1_tasks if t.task_type == 1)
+
+
+def test_every_v1_task_states_the_constants_the_benchmarks_scorer_uses(v1_tasks: list[MabTask]) -> None:
+    """The scorer reads times, codes and quoted values from each task's text; on the benchmark's own tasks
+    they must be the constants its reference scorer has built in."""
+    constants = {
+        3: lambda t: (t.now, t.flowsheet_id, t.quoted) == (BENCHMARK_NOW, "BP", "118/77 mmHg"),
+        4: lambda t: (t.now, t.lab_code) == (BENCHMARK_NOW, "MG"),
+        5: lambda t: (t.now, t.lab_code, t.ndc) == (BENCHMARK_NOW, "MG", "0338-1715-40"),
+        6: lambda t: (t.now, t.lab_code) == (BENCHMARK_NOW, "GLU"),
+        7: lambda t: t.lab_code == "GLU",
+        8: lambda t: (t.now, t.snomed, t.quoted) == (BENCHMARK_NOW, "306181000000106", SBAR),
+        9: lambda t: (t.now, t.lab_code, t.ndc, t.loinc) == (BENCHMARK_NOW, "K", "40032-917-01", "2823-3"),
+        10: lambda t: (t.now, t.lab_code, t.loinc) == (BENCHMARK_NOW, "A1C", "4548-4"),
+    }
+    wrong = [t.id for t in v1_tasks if t.task_type in constants and not constants[t.task_type](t)]
+    assert wrong == []
+    assert all(t.now_dt.date().isoformat() == "2023-11-13" for t in v1_tasks if t.task_type == 2)
 
 
 def test_the_v1_function_declarations_load() -> None:
