@@ -28,9 +28,26 @@ def agentclinic(
     turns: Annotated[
         int | None, typer.Option(min=1, help="Doctor turns allowed per case [default: 20].")
     ] = None,
-    bias: Annotated[str | None, typer.Option(help="AgentClinic bias by name, e.g. recency, gender.")] = None,
-    bias_target: Annotated[
-        str | None, typer.Option("--bias-target", help="Role the bias is injected into: doctor or patient.")
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="original: AgentClinic's own rules (for figures beside published ones); clinicflow: the "
+            "project's tolerant variant [default: original]."
+        ),
+    ] = None,
+    doctor_bias: Annotated[
+        str | None, typer.Option("--doctor-bias", help="AgentClinic doctor bias by name, e.g. recency.")
+    ] = None,
+    patient_bias: Annotated[
+        str | None,
+        typer.Option("--patient-bias", help="AgentClinic patient bias by name, e.g. self_diagnosis."),
+    ] = None,
+    image_request: Annotated[
+        bool | None,
+        typer.Option(
+            "--doctor-image-request/--no-doctor-image-request",
+            help="NEJM cases, original protocol: the doctor gets the image only after REQUEST IMAGES.",
+        ),
     ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Cases run at once [default: 4].")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder; rerun into it to resume.")] = None,
@@ -41,18 +58,25 @@ def agentclinic(
         bool | None,
         typer.Option(
             "--doctor-tools/--no-doctor-tools",
-            help="Variant beyond the original protocol: the doctor may call guideline and FHIR tools.",
+            help="Variant beyond AgentClinic (protocol clinicflow): the doctor may call guideline and "
+            "FHIR tools.",
         ),
     ] = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", min=1, help="Token limit per model reply.")
+        int | None,
+        typer.Option(
+            "--max-new-tokens",
+            min=1,
+            help="Token limit per model reply [default: the protocol's, 200 original].",
+        ),
     ] = None,
 ) -> None:
     """Run AgentClinic encounters (doctor, patient, measurement, moderator) and write a report.
 
     Finished cases are recorded as they end; rerunning the same command resumes an interrupted eval.
+    The report states the protocol, every role's model and how the setup differs from the published one.
     """
-    from clinicflow.agents.encounter import UnknownBiasError
+    from clinicflow.agents.encounter import ProtocolOptionError, UnknownBiasError
     from clinicflow.evals.agentclinic import (
         DoctorToolsError,
         ModelLoadError,
@@ -73,8 +97,10 @@ def agentclinic(
         "moderator": moderator,
         "limit": limit,
         "turns": turns,
-        "bias": bias,
-        "bias_target": bias_target,
+        "protocol": protocol,
+        "doctor_bias": doctor_bias,
+        "patient_bias": patient_bias,
+        "image_request": image_request,
         "concurrency": concurrency,
         "out": out,
         "doctor_tools": doctor_tools,
@@ -83,6 +109,7 @@ def agentclinic(
     expected = (
         RunFileError,
         ScenarioFileError,
+        ProtocolOptionError,
         UnknownBiasError,
         ModelSpecError,
         ModelLoadError,

@@ -10,6 +10,7 @@ A run file uses the option names (paths relative to the file), e.g.::
       measurement: openai:http://gpu-box:8000/v1#gpt-4o
       moderator: openai:http://gpu-box:8000/v1#gpt-4o
     turns: 20
+    protocol: original
     concurrency: 8
 """
 
@@ -30,7 +31,10 @@ class RunFileError(ValueError):
 
 
 class AgentClinicConfig(BaseModel):
-    """Everything one AgentClinic eval needs; model specs are `default`, a folder, or `openai:URL[#model]`."""
+    """Everything one AgentClinic eval needs; model specs are `default`, a folder, or `openai:URL[#model]`.
+
+    `max_new_tokens` None means the protocol's own (original 200, clinicflow 256).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,8 +46,10 @@ class AgentClinicConfig(BaseModel):
     moderator: str = "default"
     limit: int | None = Field(None, ge=1)
     turns: int = Field(20, ge=1)
-    bias: str | None = None
-    bias_target: Literal["doctor", "patient"] = "doctor"
+    protocol: Literal["original", "clinicflow"] = "original"
+    doctor_bias: str | None = None
+    patient_bias: str | None = None
+    image_request: bool = False
     concurrency: int = Field(4, ge=1)
     doctor_tools: bool = False
     max_new_tokens: int | None = Field(None, ge=1)

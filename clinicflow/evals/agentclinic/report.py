@@ -1,4 +1,5 @@
-"""AgentClinic report: accuracy with a Wilson 95% interval, turns, tests, per-case verdicts, a plot."""
+"""AgentClinic report: accuracy with a Wilson 95% interval, turns, tests, per-case verdicts, a plot, and
+the published accuracies with every way this run's setup differs from the published one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PUBLISHED", "build_report", "wilson_interval", "write_report"]
+__all__ = ["PUBLISHED", "build_report", "differences", "wilson_interval", "write_report"]
 
 PUBLISHED: dict[str, dict[str, float]] = {
     "MedGemma 27B": {"MedQA": 56.2, "MIMIC-IV": 46.0},
@@ -20,6 +21,74 @@ PUBLISHED: dict[str, dict[str, float]] = {
     "Human physicians": {"MedQA": 54.0},
 }
 """Published AgentClinic accuracy (%), MedGemma Technical Report Table 11 and the AgentClinic paper."""
+
+ROLES = ("doctor", "patient", "measurement", "moderator")
+ORIGINAL_ROLE_MODEL = "GPT-4 (gpt-4-turbo-preview)"
+"""What AgentClinic's code runs in the patient, measurement and moderator roles by default."""
+ORIGINAL_TURNS = 20
+ORIGINAL_MAX_NEW_TOKENS = 200
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def differences(run: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How this run's setup differs from the published one, one sentence each (the protocol first)."""
+    protocol = run.get("protocol")
+    models = run.get("models") or {}
+    out: list[str] = []
+    if protocol == "original":
+        echoes = sum(int(r.get("echo_turns") or 0) for r in results)
+        out.append(
+            "Protocol `original`: AgentClinic's prompts, dialogue histories, action detection and moderator "
+            "rule, with one rule added: a doctor reply that repeats its own prompt takes no action "
+            f"(echoes in this run: {echoes})."
+        )
+    else:
+        out.append(
+            f"Protocol `{protocol}`: the project's variant (reworded prompts, role-filtered histories, "
+            "tolerant parsing, greedy decoding), not AgentClinic's rules: not comparable with the "
+            "published figures."
+        )
+    out.append(f"Doctor model: `{models.get('doctor', '?')}`; each published row names its own doctor model.")
+    others = ", ".join(f"{role} `{models.get(role, '?')}`" for role in ROLES[1:])
+    out.append(
+        f"Other roles: {others}; AgentClinic's code runs {ORIGINAL_ROLE_MODEL} in all three by default."
+    )
+    generation = run.get("generation") or {}
+    tokens = generation.get("max_new_tokens")
+    if protocol == "original" and tokens not in (None, ORIGINAL_MAX_NEW_TOKENS):
+        out.append(f"At most {tokens} new tokens per reply (the original: {ORIGINAL_MAX_NEW_TOKENS}).")
+    if generation.get("not_applied_to"):
+        out.append(
+            f"The temperature ({generation.get('temperature')}) could not be set for the "
+            f"{', '.join(generation['not_applied_to'])} model(s); they kept their own."
+        )
+    if run.get("turns") != ORIGINAL_TURNS:
+        out.append(f"{run.get('turns')} doctor turns allowed (AgentClinic's default: {ORIGINAL_TURNS}).")
+    biases = [f"{role} {run[f'{role}_bias']}" for role in ("doctor", "patient") if run.get(f"{role}_bias")]
+    if biases:
+        out.append(f"Bias: {', '.join(biases)}; the published accuracies are without bias.")
+    out.append(
+        f"{_plural(len(results), 'case')} scored from `{Path(str(run.get('scenarios', '?'))).name}`; "
+        "AgentClinic's MedQA set has 107 cases, its NEJM set 15."
+    )
+    image_cases = [r for r in results if r.get("image_case")]
+    if image_cases:
+        sent = [r for r in image_cases if r.get("image_turns")]
+        reasons = Counter(str(r["image_not_sent"]) for r in image_cases if r.get("image_not_sent"))
+        when = "after the doctor asked for it" if run.get("image_request") else "with every doctor prompt"
+        text = (
+            f"Images: sent {when} in {len(sent)} of {_plural(len(image_cases), 'image case')}, as a "
+            "local copy (the original sends the image URL; the model layer fetches nothing)"
+        )
+        if reasons:
+            text += "; not sent: " + "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
+        out.append(text + ".")
+    if run.get("doctor_tools"):
+        out.append("The doctor may call tools: a variant beyond AgentClinic.")
+    return out
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -48,6 +117,8 @@ def build_report(
     tests = Counter(t for r in ordered for t in r.get("tests_requested", []))
     return {
         "run": dict(manifest),
+        "protocol": manifest.get("protocol"),
+        "roles": dict(manifest.get("models") or {}),
         "cases_finished": n,
         "cases_selected": selected if selected is not None else n,
         "cases_failed": [dict(f) for f in failures],
@@ -60,6 +131,7 @@ def build_report(
         "tests_requested_mean": sum(tests.values()) / n if n else None,
         "tests_most_requested": tests.most_common(10),
         "images_missing": [r["case_id"] for r in ordered if r.get("image_missing")],
+        "echo_turns": sum(int(r.get("echo_turns") or 0) for r in ordered),
         "cases": [
             {
                 key: r.get(key)
@@ -73,11 +145,13 @@ def build_report(
                     "finished",
                     "moderator_reply",
                     "image_missing",
+                    "echo_turns",
                 )
             }
             for r in ordered
         ],
         "published_accuracy": PUBLISHED,
+        "differences_from_published": differences(manifest, ordered),
     }
 
 
@@ -99,13 +173,10 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None) -> str:
         "",
         f"- Scenarios: `{run.get('scenarios')}` ({report['cases_finished']} of {report['cases_selected']} "
         "selected cases finished)",
+        f"- Protocol: `{run.get('protocol')}`",
         "- Models: " + ", ".join(f"{role} `{spec}`" for role, spec in run.get("models", {}).items()),
-        f"- Turns allowed: {run.get('turns')}; bias: {run.get('bias') or 'none'}"
-        + (f" ({run.get('bias_target')})" if run.get("bias") else ""),
-    ]
-    if run.get("doctor_tools"):
-        lines.append("- Variant beyond the original protocol: the doctor may call tools.")
-    lines += [
+        f"- Turns allowed: {run.get('turns')}; doctor bias: {run.get('doctor_bias') or 'none'}; "
+        f"patient bias: {run.get('patient_bias') or 'none'}",
         "",
         "## Results",
         "",
@@ -151,7 +222,9 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None) -> str:
             f"| {_cell(case['case_id'])} | {_cell(case['correct_diagnosis'])} | {_cell(case['diagnosis'])} | "
             f"{verdict} | {case['turns']} | {_cell(', '.join(case['tests_requested'] or []))} |"
         )
-    lines += ["", "## Published accuracy (%)", "", "| model | MedQA | MIMIC-IV |", "|---|---|---|"]
+    lines += ["", "## Published accuracy (%)", "", "This run's setup differs from the published one:", ""]
+    lines += [f"- {_cell(text)}" for text in report["differences_from_published"]]
+    lines += ["", "| model | MedQA | MIMIC-IV |", "|---|---|---|"]
     for model, scores in report["published_accuracy"].items():
         lines.append(f"| {model} | {scores.get('MedQA', '—')} | {scores.get('MIMIC-IV', '—')} |")
     lines.append("")

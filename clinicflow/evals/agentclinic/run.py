@@ -11,7 +11,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 
-from clinicflow.agents.encounter import validate_bias
+from clinicflow.agents.encounter import get_protocol, validate_bias
 from clinicflow.evals.agentclinic.config import AgentClinicConfig
 from clinicflow.evals.agentclinic.models import ROLES, load_role_models, parse_model_spec
 from clinicflow.evals.agentclinic.runner import RunSummary, run_agentclinic
@@ -87,16 +87,19 @@ async def run_from_config(
     on_loaded: Callable[[ScenarioSet, list[str]], None] | None = None,
     loader: Callable[..., BaseChatModel] | None = None,
 ) -> EvalRun:
-    """Validate everything cheap first (scenarios, bias, model specs), then load models and run.
+    """Validate everything cheap first (scenarios, protocol options, biases, model specs), then load
+    models and run.
 
     `on_loaded` sees the scenarios (with skipped lines) and tool notes before models load;
     `on_case` sees each results line as its case finishes.
     """
     scenarios = load_scenarios(config.scenarios, limit=config.limit)
-    validate_bias(config.bias, config.bias_target)
+    get_protocol(config.protocol).check_options(
+        doctor_tools=config.doctor_tools, image_request=config.image_request
+    )
+    validate_bias(config.doctor_bias, "doctor")
+    validate_bias(config.patient_bias, "patient")
     specs = {role: parse_model_spec(getattr(config, role)) for role in ROLES}
-    if config.max_new_tokens is not None:
-        settings = settings.model_copy(update={"max_new_tokens": config.max_new_tokens})
     async with AsyncExitStack() as stack:
         notes: list[str] = []
         guideline: list[BaseTool] = []
@@ -114,11 +117,13 @@ async def run_from_config(
                 "scenarios": str(config.scenarios),
                 "scenarios_sha256": scenarios.sha256,
                 "models": by_role,
-                "max_new_tokens": config.max_new_tokens,
             },
+            protocol=config.protocol,
             turns=config.turns,
-            bias=config.bias,
-            bias_target=config.bias_target,
+            doctor_bias=config.doctor_bias,
+            patient_bias=config.patient_bias,
+            image_request=config.image_request,
+            max_new_tokens=config.max_new_tokens,
             concurrency=config.concurrency,
             doctor_tools=guideline,
             record_tools=record,

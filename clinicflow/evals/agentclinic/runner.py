@@ -2,7 +2,8 @@
 
 Layout of an output folder::
 
-    run.json                  what was run (scenario digest, models, turns, bias); a rerun must match
+    run.json                  what was run (scenario digest, models, protocol, turns, biases); a rerun
+                              must match it
     results.jsonl             one line per finished case, appended and fsynced as each case ends
     transcripts/<case>.jsonl  one line per utterance of that case
     report.{md,json,png}      written after every run, over all finished cases
@@ -23,7 +24,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool
 
-from clinicflow.agents.encounter import BiasTarget, UnknownBiasError, validate_bias
+from clinicflow.agents.encounter import DEFAULT_PROTOCOL, get_protocol, sets_generation, validate_bias
 from clinicflow.evals.agentclinic.report import build_report, write_report
 from clinicflow.evals.run_folder import RunConfigMismatchError, RunFolder, RunSummary, write_atomic
 from clinicflow.graphs.encounter import (
@@ -40,9 +41,11 @@ __all__ = ["COMPARED_KEYS", "RunConfigMismatchError", "RunStore", "RunSummary", 
 COMPARED_KEYS = (
     "scenarios_sha256",
     "models",
+    "protocol",
     "turns",
-    "bias",
-    "bias_target",
+    "doctor_bias",
+    "patient_bias",
+    "image_request",
     "doctor_tools",
     "max_new_tokens",
 )
@@ -86,18 +89,15 @@ def _result_line(case: EncounterCase, outcome: EncounterOutcome, elapsed: float)
         "turns": outcome.turns,
         "tests_requested": outcome.tests_requested,
         "finished": outcome.finished,
+        "image_case": case.image is not None or case.image_note is not None,
         "image_missing": case.image_note is not None,
+        "image_turns": outcome.image_turns,
+        "image_not_sent": outcome.image_not_sent,
+        "echo_turns": outcome.echo_turns,
         "elapsed_s": round(elapsed, 3),
         "transcript": f"transcripts/{case.case_id}.jsonl",
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def _biases(bias: str | None, target: BiasTarget) -> tuple[str | None, str | None]:
-    if target not in ("doctor", "patient"):
-        raise UnknownBiasError(bias or "", target)
-    name = validate_bias(bias, target)
-    return (name, None) if target == "doctor" else (None, name)
 
 
 async def run_agentclinic(
@@ -106,9 +106,12 @@ async def run_agentclinic(
     out_dir: Path,
     *,
     run_info: Mapping[str, Any] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
     turns: int = 20,
-    bias: str | None = None,
-    bias_target: BiasTarget = "doctor",
+    doctor_bias: str | None = None,
+    patient_bias: str | None = None,
+    image_request: bool = False,
+    max_new_tokens: int | None = None,
     concurrency: int = 4,
     doctor_tools: Sequence[BaseTool] = (),
     record_tools: Sequence[BaseTool] = (),
@@ -116,18 +119,49 @@ async def run_agentclinic(
 ) -> RunSummary:
     """Run every unfinished case (at most `concurrency` at once), record each, and write the report.
 
-    `run_info` adds to run.json (scenario path and digest, model specs). `doctor_tools` (all cases) and
-    `record_tools` (only cases linked to a FHIR patient) are the tool-use variant beyond the protocol.
+    `run_info` adds to run.json (scenario path and digest, model specs). `protocol` is `original`
+    (AgentClinic's rules) or `clinicflow` (the project's variant); a run folder holds one protocol.
+    `doctor_tools` (all cases) and `record_tools` (only cases linked to a FHIR patient) are the
+    tool-use variant beyond AgentClinic (clinicflow protocol only).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    doctor_bias, patient_bias = _biases(bias, bias_target)
+    rules = get_protocol(protocol)
+    doctor_bias = validate_bias(doctor_bias, "doctor")
+    patient_bias = validate_bias(patient_bias, "patient")
+    graphs: dict[bool, Any] = {}
+
+    def graph_for(linked: bool) -> Any:
+        if linked not in graphs:
+            graphs[linked] = build_encounter_graph(
+                models,
+                protocol=rules,
+                max_turns=turns,
+                doctor_bias=doctor_bias,
+                patient_bias=patient_bias,
+                image_request=image_request,
+                doctor_tools=[*doctor_tools, *(record_tools if linked else ())],
+                max_new_tokens=max_new_tokens,
+            )
+        return graphs[linked]
+
+    for linked in {False, bool(record_tools)}:
+        graph_for(linked)  # an option the protocol lacks fails here, before the run folder is touched
+    roles = {role: getattr(models, role) for role in ("doctor", "patient", "measurement", "moderator")}
     manifest = {
         **dict(run_info or {}),
+        "protocol": rules.name,
         "turns": turns,
-        "bias": doctor_bias or patient_bias,
-        "bias_target": bias_target if (doctor_bias or patient_bias) else None,
+        "doctor_bias": doctor_bias,
+        "patient_bias": patient_bias,
+        "image_request": image_request,
         "doctor_tools": bool(doctor_tools or record_tools),
+        "max_new_tokens": max_new_tokens,
+        "generation": {
+            "temperature": rules.temperature,
+            "max_new_tokens": max_new_tokens or rules.max_new_tokens,
+            "not_applied_to": [role for role, model in roles.items() if not sets_generation(model)],
+        },
     }
     manifest.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     store = RunStore(out_dir)
@@ -135,19 +169,6 @@ async def run_agentclinic(
 
     done = store.finished()
     pending = [case for case in cases if case.case_id not in done]
-    graphs: dict[bool, Any] = {}
-
-    def graph_for(case: EncounterCase) -> Any:
-        linked = bool(record_tools) and case.patient_id is not None
-        if linked not in graphs:
-            graphs[linked] = build_encounter_graph(
-                models,
-                max_turns=turns,
-                doctor_bias=doctor_bias,
-                patient_bias=patient_bias,
-                doctor_tools=[*doctor_tools, *(record_tools if linked else ())],
-            )
-        return graphs[linked]
 
     semaphore = asyncio.Semaphore(concurrency)
     failures: list[dict[str, str]] = []
@@ -156,7 +177,9 @@ async def run_agentclinic(
         async with semaphore:
             started = time.perf_counter()
             try:
-                outcome = await run_encounter(graph_for(case), case)
+                outcome = await run_encounter(
+                    graph_for(bool(record_tools) and case.patient_id is not None), case
+                )
             except Exception as exc:
                 failures.append({"case_id": case.case_id, "error": f"{type(exc).__name__}: {exc}"})
                 return

@@ -1,7 +1,8 @@
 """Scenario loaders: AgentClinic OSCE JSONL (MedQA and MIMIC-IV layouts) and NEJM JSONL (image cases).
 
 A line that is not valid JSON or misses a required field is reported by line number and skipped;
-the other lines load. NEJM images are used when a local copy exists; otherwise each case says so.
+the other lines load. Values reach the prompts as the file holds them. NEJM images are used when a
+local copy exists (the model layer fetches nothing); otherwise each case says so.
 """
 
 from __future__ import annotations
@@ -154,11 +155,11 @@ def _osce(record: Mapping[str, Any], line: int) -> EncounterCase:
     patient_id = record.get("fhir_patient_id")
     return EncounterCase(
         case_id=_case_id(record, line),
-        objective=str(exam["Objective_for_Doctor"]).strip(),
+        objective=str(exam["Objective_for_Doctor"]),
         patient_info=exam["Patient_Actor"],
         exam_findings=exam["Physical_Examination_Findings"],
         test_results=exam["Test_Results"],
-        correct_diagnosis=diagnosis.strip(),
+        correct_diagnosis=diagnosis,
         patient_id=str(patient_id) if _present(patient_id) else None,
     )
 
@@ -184,9 +185,10 @@ def _nejm(record: Mapping[str, Any], line: int, base_dir: Path) -> EncounterCase
         patient_info=record["patient_info"],
         exam_findings=record["physical_exams"],
         test_results={},
-        correct_diagnosis=correct[0].strip(),
+        correct_diagnosis=correct[0],
         image=image,
         image_note=note,
+        kind="nejm",
     )
 
 

@@ -13,48 +13,62 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 
-from clinicflow.agents.encounter import DoctorAgent, MeasurementAgent, ModeratorAgent, PatientAgent
-from clinicflow.graphs.encounter.nodes import EncounterNodes, route_after_doctor
+from clinicflow.agents.encounter import (
+    DEFAULT_PROTOCOL,
+    EncounterProtocol,
+    get_protocol,
+    validate_bias,
+    with_generation,
+)
+from clinicflow.graphs.encounter.nodes import EncounterNodes, RoleModels, route_after_doctor
 from clinicflow.graphs.encounter.state import EncounterCase, Finish, InputState, State, Utterance
 
 __all__ = ["EncounterOutcome", "RoleModels", "build_encounter_graph", "run_encounter"]
 
 
-@dataclass(frozen=True)
-class RoleModels:
-    """One chat model per role; the same object may serve several roles."""
-
-    doctor: BaseChatModel
-    patient: BaseChatModel
-    measurement: BaseChatModel
-    moderator: BaseChatModel
-
-
 def build_encounter_graph(
     models: RoleModels,
     *,
+    protocol: str | EncounterProtocol = DEFAULT_PROTOCOL,
     max_turns: int = 20,
     doctor_bias: str | None = None,
     patient_bias: str | None = None,
+    image_request: bool = False,
     doctor_tools: Sequence[BaseTool] = (),
     max_tool_calls: int = 3,
+    max_new_tokens: int | None = None,
     checkpointer: Any = None,
 ) -> CompiledStateGraph[State, None, InputState, State]:
     """Compile the encounter graph once; it serves any number of concurrent cases.
 
-    `doctor_tools` is a variant beyond the original protocol: the doctor may call them (at most
-    `max_tool_calls` rounds per turn) before replying. Raises UnknownBiasError for an unknown bias.
+    `protocol` (`original` or `clinicflow`) sets the prompts, the reading of replies and the
+    generation settings applied to every role's model (`max_new_tokens` overrides the protocol's).
+    `image_request` (original only): the doctor gets the case image after asking for it, not every
+    turn. `doctor_tools` (clinicflow only) is a variant beyond AgentClinic: the doctor may call them,
+    at most `max_tool_calls` rounds per turn, before replying. Raises ProtocolOptionError for an
+    option the protocol does not have and UnknownBiasError for an unknown bias.
     """
     if max_turns < 1:
         raise ValueError("max_turns must be at least 1")
+    rules = get_protocol(protocol)
+    rules.check_options(doctor_tools=bool(doctor_tools), image_request=image_request)
+    tokens = max_new_tokens or rules.max_new_tokens
+    configured: dict[int, BaseChatModel] = {}
+    for model in (models.doctor, models.patient, models.measurement, models.moderator):
+        configured.setdefault(id(model), with_generation(model, rules.temperature, tokens))
     nodes = EncounterNodes(
-        doctor_agent=DoctorAgent(
-            models.doctor, max_turns=max_turns, bias=doctor_bias, tools=tuple(doctor_tools)
+        protocol=rules,
+        models=RoleModels(
+            doctor=configured[id(models.doctor)],
+            patient=configured[id(models.patient)],
+            measurement=configured[id(models.measurement)],
+            moderator=configured[id(models.moderator)],
         ),
-        patient_agent=PatientAgent(models.patient, bias=patient_bias),
-        measurement_agent=MeasurementAgent(models.measurement),
-        moderator_agent=ModeratorAgent(models.moderator),
         max_turns=max_turns,
+        doctor_bias=validate_bias(doctor_bias, "doctor"),
+        patient_bias=validate_bias(patient_bias, "patient"),
+        image_request=image_request,
+        doctor_tools=tuple(doctor_tools),
         max_tool_calls=max_tool_calls,
     )
     graph = StateGraph(State, input_schema=InputState)
@@ -91,6 +105,24 @@ class EncounterOutcome:
     tests_requested: list[str]
     finished: Finish
     transcript: list[Utterance] = field(default_factory=list)
+
+    @property
+    def echo_turns(self) -> int:
+        """Doctor replies taken as no action because they repeated their own prompt."""
+        return sum(1 for u in self.transcript if u["role"] == "doctor" and u.get("echo"))
+
+    @property
+    def image_turns(self) -> int:
+        """Doctor turns whose prompt carried the case image."""
+        return sum(1 for u in self.transcript if u["role"] == "doctor" and u.get("image") == "sent")
+
+    @property
+    def image_not_sent(self) -> str | None:
+        """Why the case image did not go with a doctor prompt (the first reason given), if it did not."""
+        reasons = [
+            u["image"] for u in self.transcript if u["role"] == "doctor" and u.get("image", "sent") != "sent"
+        ]
+        return reasons[0].removeprefix("not sent: ") if reasons else None
 
 
 async def run_encounter(

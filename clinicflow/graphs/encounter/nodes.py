@@ -1,62 +1,40 @@
-"""Nodes and routers of the encounter graph; each node hands its agent only that role's view."""
+"""Nodes and routers of the encounter graph; the protocol builds each role's prompt and reads its reply."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage, ToolMessage
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, RemoveMessage, ToolMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from clinicflow.agents.encounter import (
     FINAL_QUESTION,
-    DoctorAgent,
-    MeasurementAgent,
-    ModeratorAgent,
-    PatientAgent,
+    TEXT_ONLY_IMAGE_NOTE,
+    DoctorImage,
+    EncounterProtocol,
+    image_block,
     message_text,
-    parse_doctor_reply,
+    takes_images,
 )
-from clinicflow.graphs.encounter.state import State, Utterance
+from clinicflow.graphs.encounter.state import EncounterCase, State, Utterance
 
-__all__ = [
-    "EncounterNodes",
-    "doctor_view",
-    "measurement_view",
-    "patient_view",
-    "route_after_doctor",
-]
-
-_LABELS = {"doctor": "Doctor", "patient": "Patient", "measurement": "Measurement", "tool": "Tool result"}
+__all__ = ["EncounterNodes", "RoleModels", "route_after_doctor"]
 
 
-def doctor_view(transcript: Sequence[Utterance], turn: int) -> list[tuple[str, str]]:
-    """The dialogue the doctor sees before turn `turn`: everything said to it, and earlier tool results."""
-    return [
-        (_LABELS[u["role"]], u["text"])
-        for u in transcript
-        if u["role"] in {"doctor", "patient", "measurement"} or (u["role"] == "tool" and u["turn"] < turn)
-    ]
+@dataclass(frozen=True)
+class RoleModels:
+    """One chat model per role; the same object may serve several roles."""
 
-
-def patient_view(transcript: Sequence[Utterance]) -> list[tuple[str, str]]:
-    """Only the doctor's questions to the patient and the patient's answers."""
-    return [
-        (_LABELS[u["role"]], u["text"])
-        for u in transcript
-        if u["role"] == "patient" or (u["role"] == "doctor" and u.get("action") == "question")
-    ]
-
-
-def measurement_view(transcript: Sequence[Utterance]) -> list[tuple[str, str]]:
-    """Only the doctor's test requests and the readings given for them."""
-    return [
-        (_LABELS[u["role"]], u["text"])
-        for u in transcript
-        if u["role"] == "measurement" or (u["role"] == "doctor" and u.get("action") == "test")
-    ]
+    doctor: BaseChatModel
+    patient: BaseChatModel
+    measurement: BaseChatModel
+    moderator: BaseChatModel
 
 
 def route_after_doctor(state: State) -> Literal["doctor_tools", "moderator", "measurement", "patient"]:
@@ -79,16 +57,47 @@ def _new_tool_results(scratch: Sequence[AnyMessage]) -> list[ToolMessage]:
     return results[::-1]
 
 
+def _last_doctor_line(transcript: Sequence[Utterance]) -> Utterance | None:
+    return next((u for u in reversed(transcript) if u["role"] == "doctor"), None)
+
+
 @dataclass(frozen=True)
 class EncounterNodes:
-    """The four roles as graph nodes; shared by concurrent runs (all per-run data lives in the state)."""
+    """The four roles as graph nodes; shared by concurrent runs (all per-run data lives in the state).
 
-    doctor_agent: DoctorAgent
-    patient_agent: PatientAgent
-    measurement_agent: MeasurementAgent
-    moderator_agent: ModeratorAgent
+    With `image_request`, a case image goes with the doctor's prompt only on the turn after a reply
+    that asked for it; otherwise on every turn.
+    """
+
+    protocol: EncounterProtocol
+    models: RoleModels
     max_turns: int = 20
+    doctor_bias: str | None = None
+    patient_bias: str | None = None
+    image_request: bool = False
+    doctor_tools: Sequence[BaseTool] = ()
     max_tool_calls: int = 3
+    _with_tools: Runnable[LanguageModelInput, BaseMessage] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.doctor_tools:
+            object.__setattr__(self, "_with_tools", self.models.doctor.bind_tools(list(self.doctor_tools)))
+
+    def _image(self, case: EncounterCase, transcript: Sequence[Utterance]) -> DoctorImage | None:
+        """The case image for this doctor turn; None when the case has none or it was not asked for."""
+        if case.image is None and case.image_note is None:
+            return None
+        if self.image_request:
+            last = _last_doctor_line(transcript)
+            if last is None or not last.get("wants_images"):
+                return None
+        if case.image is None:
+            return DoctorImage(note=case.image_note)
+        if not takes_images(self.models.doctor):
+            return DoctorImage(note=TEXT_ONLY_IMAGE_NOTE)
+        return DoctorImage(block=image_block(case.image))
 
     async def doctor(self, state: State) -> dict[str, Any]:
         """One doctor turn (or its continuation after tool results)."""
@@ -103,27 +112,38 @@ class EncounterNodes:
         ]
         if final and not scratch:
             lines.append({"turn": turn, "role": "system", "text": FINAL_QUESTION})
-        messages = self.doctor_agent.messages(
-            objective=case.objective,
-            dialogue=doctor_view(transcript, turn),
-            asked=turn - 1,
-            final=final,
-            image=case.image,
-            image_note=case.image_note,
+        image = self._image(case, transcript)
+        prompt = self.protocol.doctor_prompt(
+            case,
+            transcript,
+            turn=turn,
+            max_turns=self.max_turns,
+            bias=self.doctor_bias,
+            image=image,
+            image_request=self.image_request,
+            with_tools=bool(self.doctor_tools),
         )
         rounds = sum(1 for m in scratch if isinstance(m, AIMessage) and m.tool_calls)
-        reply = await self.doctor_agent.respond(
-            [*messages, *scratch], allow_tools=rounds < self.max_tool_calls
-        )
-        if reply.tool_calls:
+        allow_tools = self._with_tools is not None and rounds < self.max_tool_calls
+        runnable = self._with_tools if allow_tools and self._with_tools is not None else self.models.doctor
+        reply = await runnable.ainvoke([*prompt.messages, *scratch])
+        if allow_tools and isinstance(reply, AIMessage) and reply.tool_calls:
             lines += [
                 {"turn": turn, "role": "tool_call", "text": json.dumps(call["args"]), "tool": call["name"]}
                 for call in reply.tool_calls
             ]
             return {"turn": turn, "doctor_scratch": [reply], "transcript": lines}
-        text = message_text(reply)
-        action = parse_doctor_reply(text)
-        lines.append({"turn": turn, "role": "doctor", "text": text, "action": action.kind})
+
+        text = self.protocol.reply_text("doctor", message_text(reply))
+        action = self.protocol.doctor_action(text, prompt)
+        line: Utterance = {"turn": turn, "role": "doctor", "text": text, "action": action.kind}
+        if action.echo:
+            line["echo"] = True
+        if action.wants_images:
+            line["wants_images"] = True
+        if image is not None:
+            line["image"] = image.status
+        lines.append(line)
         update: dict[str, Any] = {"turn": turn, "transcript": lines, "last_action": action.kind}
         if scratch:
             update["doctor_scratch"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
@@ -136,27 +156,32 @@ class EncounterNodes:
         return update
 
     async def patient(self, state: State) -> dict[str, Any]:
-        """The patient answers the doctor's last question from `Patient_Actor` alone."""
-        view = patient_view(state.get("transcript") or [])
-        answer = await self.patient_agent.respond(
-            patient_info=state["case"].patient_info, dialogue=view[:-1], question=view[-1][1]
+        """The patient answers the doctor's last line."""
+        prompt = self.protocol.patient_prompt(
+            state["case"], state.get("transcript") or [], bias=self.patient_bias
         )
+        reply = await self.models.patient.ainvoke(prompt.messages)
+        answer = self.protocol.reply_text("patient", message_text(reply))
         return {"transcript": [{"turn": state.get("turn", 0), "role": "patient", "text": answer}]}
 
     async def measurement(self, state: State) -> dict[str, Any]:
-        """The measurement reader answers the doctor's test request from findings and results alone."""
-        case = state["case"]
-        view = measurement_view(state.get("transcript") or [])
-        reading = await self.measurement_agent.respond(
-            findings=case.exam_findings, tests=case.test_results, dialogue=view[:-1], request=view[-1][1]
-        )
+        """The measurement reader answers the doctor's test request."""
+        prompt = self.protocol.measurement_prompt(state["case"], state.get("transcript") or [])
+        reply = await self.models.measurement.ainvoke(prompt.messages)
+        reading = self.protocol.reply_text("measurement", message_text(reply))
         return {"transcript": [{"turn": state.get("turn", 0), "role": "measurement", "text": reading}]}
 
     async def moderator(self, state: State) -> dict[str, Any]:
         """Judge the diagnosis against the correct one; no diagnosis counts as incorrect without a call."""
         turn = state.get("turn", 0)
         diagnosis = state.get("diagnosis")
-        if not diagnosis:
+        last = _last_doctor_line(state.get("transcript") or [])
+        prompt = None
+        if state.get("finished") == "diagnosis" and last is not None:
+            prompt = self.protocol.moderator_prompt(
+                doctor_text=last["text"], diagnosis=diagnosis or "", correct=state["case"].correct_diagnosis
+            )
+        if prompt is None:
             reason = "no diagnosis within the turn limit" if diagnosis is None else "empty diagnosis"
             return {
                 "verdict": False,
@@ -164,9 +189,8 @@ class EncounterNodes:
                 "diagnosis": diagnosis,
                 "transcript": [{"turn": turn, "role": "moderator", "text": f"(not judged: {reason})"}],
             }
-        verdict = await self.moderator_agent.judge(
-            diagnosis=diagnosis, correct=state["case"].correct_diagnosis
-        )
+        reply = await self.models.moderator.ainvoke(prompt.messages)
+        verdict = self.protocol.verdict(self.protocol.reply_text("moderator", message_text(reply)))
         return {
             "verdict": verdict.correct,
             "moderator_reply": verdict.reply,

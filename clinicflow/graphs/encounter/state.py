@@ -10,15 +10,20 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from clinicflow.agents.encounter import Role, Utterance
+
 __all__ = ["EncounterCase", "Finish", "InputState", "Role", "State", "Utterance"]
 
-Role = Literal["doctor", "patient", "measurement", "moderator", "system", "tool_call", "tool"]
 Finish = Literal["diagnosis", "turn_limit"]
 
 
 @dataclass(frozen=True)
 class EncounterCase:
-    """One AgentClinic scenario split into the slices each role may see."""
+    """One AgentClinic scenario split into the slices each role may see.
+
+    `kind` is the scenario format (`osce`: MedQA, MIMIC-IV; `nejm`: image cases); `image` is a local
+    copy of a NEJM case's image, `image_note` says why there is none.
+    """
 
     case_id: str
     objective: str
@@ -29,16 +34,7 @@ class EncounterCase:
     image: Path | None = None
     image_note: str | None = None
     patient_id: str | None = None
-
-
-class Utterance(TypedDict):
-    """One transcript line; doctor lines carry the parsed action, tool lines the tool name."""
-
-    turn: int
-    role: Role
-    text: str
-    action: NotRequired[str]
-    tool: NotRequired[str]
+    kind: Literal["osce", "nejm"] = "osce"
 
 
 class InputState(TypedDict):

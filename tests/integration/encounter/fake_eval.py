@@ -1,7 +1,7 @@
 """`clinicflow eval agentclinic` in a child process with a slow scripted model standing in for every role.
 
-Run as ``python -m tests.integration.encounter.fake_eval [agentclinic options]``; each doctor prompt's
-case objective is appended to the file named by ``FAKE_EVAL_LOG``.
+Run as ``python -m tests.integration.encounter.fake_eval [agentclinic options]``; the case objective of
+each doctor prompt (original protocol) is appended to the file named by ``FAKE_EVAL_LOG``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ LOG = Path(os.environ.get("FAKE_EVAL_LOG", os.devnull))
 def _reply(messages: list[BaseMessage]) -> AIMessage:
     system = system_text(messages)
     if system.startswith("You are a doctor"):
-        objective = system.split("Here is all the information you have: ", 1)[1].split("\n", 1)[0]
+        objective = system.split("Below is all of the information you have. ", 1)[1].split(". \n\n", 1)[0]
         with LOG.open("a", encoding="utf-8") as log:
             log.write(objective + "\n")
         user = messages[-1].text
-        return AIMessage("DIAGNOSIS READY: Appendicitis" if "Patient:" in user else "Where does it hurt?")
+        return AIMessage(
+            "DIAGNOSIS READY: Appendicitis" if "Lower right side." in user else "Where does it hurt?"
+        )
     if system.startswith("You are a patient"):
         return AIMessage("Lower right side.")
     return AIMessage("No")

@@ -29,7 +29,9 @@ async def test_doctor_reads_only_the_linked_patient_record(
         return next(replies)
 
     models = role_models(doctor=doctor)
-    graph = build_encounter_graph(models, max_turns=1, doctor_tools=make_fhir_tools(fhir_client))
+    graph = build_encounter_graph(
+        models, protocol="clinicflow", max_turns=1, doctor_tools=make_fhir_tools(fhir_client)
+    )
     outcome = await run_encounter(graph, case)
 
     tool_lines = [u for u in outcome.transcript if u["role"] == "tool"]

@@ -32,15 +32,14 @@ SCENARIOS = SHIPPED_SCENARIOS / "clinicflow_osce.jsonl"
 
 def _any_role(messages: list[BaseMessage]) -> str:
     system = system_text(messages)
+    user = messages[-1].text
     if system.startswith("You are a doctor"):
-        return (
-            "DIAGNOSIS READY: Acute appendicitis" if "Patient:" in messages[-1].text else "Where is the pain?"
-        )
+        return "DIAGNOSIS READY: Acute appendicitis" if "Lower right side." in user else "Where is the pain?"
     if system.startswith("You are a patient"):
         return "Lower right side."
     if "measurement reader" in system:
         return "RESULTS: NORMAL READINGS"
-    return "Yes" if "Acute appendicitis\nHere is" in messages[-1].text else "No"
+    return "Yes" if "correct diagnosis: Acute appendicitis\n" in user else "No"
 
 
 @pytest.fixture
@@ -84,8 +83,10 @@ def test_cli_runs_resumes_and_reports(tmp_path: Path, loads: list[dict[str, Any]
     assert "cf-appendicitis: correct after 2 turn(s)" in first.output
     assert "accuracy 50.0% (1/2)" in first.output
     assert len(loads) == 1, "roles with the same spec share one loaded model"
-    assert loads[0]["settings"].max_new_tokens == 32
     assert loads[0]["settings"].model is None and loads[0]["settings"].model_url is None
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["protocol"] == "original"
+    assert manifest["max_new_tokens"] == 32 and manifest["generation"]["max_new_tokens"] == 32
 
     second = _invoke(*[a if a != "2" else "3" for a in args])
     assert second.exit_code == 0, second.output
@@ -104,23 +105,25 @@ def test_cli_reads_a_yaml_run_file_and_flags_override_it(tmp_path: Path, loads: 
     run_file.write_text(
         f"scenarios: {SCENARIOS}\nout: out\nturns: 2\nlimit: 1\n"
         "models:\n  doctor: default\n  moderator: default\n"
-        "bias: recency\nbias-target: patient\n"
+        "protocol: clinicflow\npatient-bias: recency\n"
     )
-    result = _invoke("--config", str(run_file), "--turns", "4")
+    result = _invoke("--config", str(run_file), "--turns", "4", "--doctor-bias", "confirmation")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert manifest["turns"] == 4
-    assert manifest["bias"] == "recency" and manifest["bias_target"] == "patient"
+    assert manifest["turns"] == 4 and manifest["protocol"] == "clinicflow"
+    assert manifest["doctor_bias"] == "confirmation" and manifest["patient_bias"] == "recency"
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--bias", "anchoring"], "valid doctor biases: confirmation, cultural, education"),
-        (["--bias", "confirmation", "--bias-target", "patient"], "self_diagnosis"),
+        (["--doctor-bias", "anchoring"], "valid doctor biases: confirmation, cultural, education"),
+        (["--patient-bias", "confirmation"], "self_diagnosis"),
         (["--doctor", "/no/such/folder"], "no such model folder"),
         (["--patient", "openai:localhost:8000"], "expected openai:http(s)://"),
-        (["--bias-target", "nurse"], "bias_target"),
+        (["--protocol", "agentclinic"], "protocol: Input should be 'original' or 'clinicflow'"),
+        (["--doctor-tools"], "doctor tools are a variant beyond AgentClinic"),
+        (["--protocol", "clinicflow", "--doctor-image-request"], "image requests are AgentClinic's option"),
     ],
 )
 def test_cli_bad_options_fail_cleanly(

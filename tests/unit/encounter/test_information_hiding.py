@@ -1,4 +1,6 @@
-"""Each role sees only its slice of the scenario, checked on every AgentClinic dev scenario.
+"""Under the clinicflow variant each role sees only its slice of the scenario, checked on every
+AgentClinic dev scenario. (The original protocol shares measurement results with the patient and
+patient answers with the measurement reader, as AgentClinic does; test_original.py checks that.)
 
 The measurement fake answers with a marker plus its whole system prompt (every finding and test
 result it holds), the most a leaking measurement reader could pass on; none of it may reach the patient.
@@ -66,7 +68,7 @@ async def _check(case: EncounterCase) -> None:
         measurement=measurement,
         moderator=lambda m: "No",
     )
-    outcome = await run_encounter(build_encounter_graph(models, max_turns=10), case)
+    outcome = await run_encounter(build_encounter_graph(models, protocol="clinicflow", max_turns=10), case)
     assert outcome.finished == "diagnosis"
     assert len(models.measurement.calls) == 2
     assert len(models.patient.calls) == 3

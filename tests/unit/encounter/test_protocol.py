@@ -1,9 +1,10 @@
-"""The AgentClinic protocol on the encounter graph, with scripted role models."""
+"""The clinicflow variant on the encounter graph, with scripted role models (the original protocol's
+graph tests are in test_original.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
@@ -13,6 +14,7 @@ from langgraph.prebuilt import InjectedState
 from clinicflow.agents.encounter import FINAL_QUESTION, TEXT_ONLY_IMAGE_NOTE
 from clinicflow.graphs.encounter import (
     EncounterCase,
+    RoleModels,
     build_encounter_graph,
     route_after_doctor,
     run_encounter,
@@ -32,13 +34,17 @@ CASE = EncounterCase(
 )
 
 
+def _graph(models: RoleModels, **options: Any) -> Any:
+    return build_encounter_graph(models, protocol="clinicflow", **options)
+
+
 def _last_user(messages: list[BaseMessage]) -> str:
     return messages[-1].text
 
 
 async def test_turn_limit_injects_the_final_question_once_and_ends_without_a_verdict_call() -> None:
     models = role_models(doctor=lambda m: "How long have you had it?")
-    graph = build_encounter_graph(models, max_turns=4)
+    graph = _graph(models, max_turns=4)
 
     outcome = await run_encounter(graph, CASE)
 
@@ -59,7 +65,7 @@ async def test_diagnosis_on_the_final_turn_is_judged() -> None:
         return "DIAGNOSIS READY: Silicosis" if FINAL_QUESTION in _last_user(messages) else "Any fever?"
 
     models = role_models(doctor=doctor, moderator=lambda m: "Yes")
-    outcome = await run_encounter(build_encounter_graph(models, max_turns=2), CASE)
+    outcome = await run_encounter(_graph(models, max_turns=2), CASE)
 
     assert outcome.turns == 2
     assert outcome.finished == "diagnosis"
@@ -69,7 +75,7 @@ async def test_diagnosis_on_the_final_turn_is_judged() -> None:
 
 async def test_default_turn_limit_is_twenty() -> None:
     models = role_models(doctor=lambda m: "Tell me more.")
-    outcome = await run_encounter(build_encounter_graph(models), CASE)
+    outcome = await run_encounter(_graph(models), CASE)
     assert outcome.turns == 20
     assert len(models.doctor.calls) == 20
 
@@ -82,7 +88,7 @@ async def test_test_requests_go_to_measurement_and_results_back_to_the_doctor() 
         measurement=lambda m: "Eggshell calcification of hilar nodes",
         moderator=lambda m: "**Yes.**",
     )
-    outcome = await run_encounter(build_encounter_graph(models, max_turns=10), CASE)
+    outcome = await run_encounter(_graph(models, max_turns=10), CASE)
 
     assert outcome.tests_requested == ["Chest_X-Ray"]
     assert len(models.measurement.calls) == 1
@@ -118,7 +124,7 @@ async def test_test_requests_go_to_measurement_and_results_back_to_the_doctor() 
 )
 async def test_diagnosis_variants_end_the_encounter_and_reach_the_moderator(reply: str) -> None:
     models = role_models(doctor=lambda m: reply, moderator=lambda m: "yes")
-    outcome = await run_encounter(build_encounter_graph(models), CASE)
+    outcome = await run_encounter(_graph(models), CASE)
     assert outcome.turns == 1
     assert outcome.diagnosis is not None and outcome.diagnosis.lower() == "silicosis"
     moderator_prompt = prompt_text(models.moderator.calls[0].messages)
@@ -141,14 +147,14 @@ async def test_diagnosis_variants_end_the_encounter_and_reach_the_moderator(repl
 )
 async def test_moderator_reply_sets_the_verdict(reply: str, correct: bool) -> None:
     models = role_models(doctor=lambda m: "DIAGNOSIS READY: Pneumoconiosis", moderator=lambda m: reply)
-    outcome = await run_encounter(build_encounter_graph(models), CASE)
+    outcome = await run_encounter(_graph(models), CASE)
     assert outcome.correct is correct
     assert outcome.moderator_reply == reply
 
 
 async def test_empty_diagnosis_is_incorrect_without_asking_the_moderator() -> None:
     models = role_models(doctor=lambda m: "DIAGNOSIS READY:", moderator=lambda m: "Yes")
-    outcome = await run_encounter(build_encounter_graph(models), CASE)
+    outcome = await run_encounter(_graph(models), CASE)
     assert outcome.finished == "diagnosis"
     assert outcome.correct is False
     assert models.moderator.calls == []
@@ -156,7 +162,7 @@ async def test_empty_diagnosis_is_incorrect_without_asking_the_moderator() -> No
 
 async def test_test_request_on_the_final_turn_is_not_run() -> None:
     models = role_models(doctor=lambda m: "REQUEST TEST: CT chest")
-    outcome = await run_encounter(build_encounter_graph(models, max_turns=2), CASE)
+    outcome = await run_encounter(_graph(models, max_turns=2), CASE)
     assert len(models.measurement.calls) == 1
     assert outcome.tests_requested == ["CT chest"]
     assert outcome.finished == "turn_limit"
@@ -188,7 +194,7 @@ def record_lookup(topic: str, patient_id: Annotated[str, InjectedState("patient_
 @pytest.mark.parametrize("tools", [False, True], ids=["protocol", "doctor-tools"])
 def test_graph_shape_snapshot(tools: bool) -> None:
     models = role_models()
-    graph = build_encounter_graph(models, doctor_tools=[search_guidelines] if tools else [])
+    graph = _graph(models, doctor_tools=[search_guidelines] if tools else [])
     drawing = graph.get_graph().draw_mermaid()
     snapshot = SNAPSHOTS / f"encounter{'_tools' if tools else ''}.mmd"
     assert drawing == snapshot.read_text(encoding="utf-8")
@@ -203,7 +209,7 @@ async def test_doctor_tools_variant_runs_tools_within_a_turn_with_the_patient_fr
         ]
     )
     models = role_models(doctor=lambda m: next(scripted), moderator=lambda m: "Yes")
-    graph = build_encounter_graph(models, max_turns=3, doctor_tools=[search_guidelines, record_lookup])
+    graph = _graph(models, max_turns=3, doctor_tools=[search_guidelines, record_lookup])
     case = EncounterCase(**{**CASE.__dict__, "patient_id": "pat-7"})
 
     outcome = await run_encounter(graph, case)
@@ -233,7 +239,7 @@ async def test_doctor_tool_rounds_are_bounded() -> None:
         return AIMessage(content="", tool_calls=[tool_call("search_guidelines", query="x")])
 
     models = role_models(doctor=doctor)
-    graph = build_encounter_graph(models, max_turns=1, doctor_tools=[search_guidelines], max_tool_calls=2)
+    graph = _graph(models, max_turns=1, doctor_tools=[search_guidelines], max_tool_calls=2)
     outcome = await run_encounter(graph, CASE)
 
     assert [c.tools != [] for c in models.doctor.calls] == [True, True, False]
@@ -245,7 +251,7 @@ async def test_nejm_image_goes_to_the_doctor_only_and_a_missing_one_is_stated(tm
     image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
     models = role_models(doctor=lambda m: "Where is the rash?")
     with_image = EncounterCase(**{**CASE.__dict__, "image": image})
-    await run_encounter(build_encounter_graph(models, max_turns=2), with_image)
+    await run_encounter(_graph(models, max_turns=2), with_image)
 
     content = models.doctor.calls[0].messages[-1].content
     assert isinstance(content, list) and isinstance(content[1], dict)
@@ -255,7 +261,7 @@ async def test_nejm_image_goes_to_the_doctor_only_and_a_missing_one_is_stated(tm
     models = role_models(doctor=lambda m: "Where is the rash?")
     note = "(The image for this case is not available offline: https://example.org/x.png.)"
     without = EncounterCase(**{**CASE.__dict__, "image_note": note})
-    await run_encounter(build_encounter_graph(models, max_turns=1), without)
+    await run_encounter(_graph(models, max_turns=1), without)
     assert note in models.doctor.calls[0].messages[0].text
 
 
@@ -264,9 +270,7 @@ async def test_a_text_only_doctor_model_gets_a_note_instead_of_the_image(tmp_pat
     image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
     models = role_models(doctor=lambda m: "Where is the rash?")
     object.__setattr__(models.doctor, "takes_images", lambda: False)
-    await run_encounter(
-        build_encounter_graph(models, max_turns=1), EncounterCase(**{**CASE.__dict__, "image": image})
-    )
+    await run_encounter(_graph(models, max_turns=1), EncounterCase(**{**CASE.__dict__, "image": image}))
 
     system, user = models.doctor.calls[0].messages[:2]
     assert isinstance(user.content, str)

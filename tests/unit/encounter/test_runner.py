@@ -26,9 +26,9 @@ INFO = {"scenarios": "clinicflow_osce.jsonl", "scenarios_sha256": "abc", "models
 
 def _doctor(messages: list[BaseMessage]) -> str:
     user = messages[-1].text
-    if "Measurement: RESULTS" in user:
+    if "RESULTS: low" in user:
         return "DIAGNOSIS READY: Iron deficiency anemia"
-    if "Patient:" in user:
+    if "It hurts." in user:
         return "REQUEST TEST: Complete_Blood_Count"
     return "What brings you in?"
 
@@ -138,7 +138,7 @@ async def test_cancelled_run_resumes_and_a_torn_results_line_is_rerun(tmp_path: 
     slow = SlowScriptedChatModel(script=role(_doctor).script, delay=0.02)
     models = RoleModels(
         doctor=slow,
-        patient=role(lambda m: "ok"),
+        patient=role(lambda m: "It hurts."),
         measurement=role(lambda m: "RESULTS: low"),
         moderator=role(_moderator),
     )
@@ -187,8 +187,10 @@ async def test_rerun_with_a_different_configuration_is_refused(tmp_path: Path) -
     await run_agentclinic(CASES[:1], _models(), tmp_path, run_info=INFO, turns=5)
     with pytest.raises(RunConfigMismatchError, match=r"turns: 5 -> 6"):
         await run_agentclinic(CASES[:1], _models(), tmp_path, run_info=INFO, turns=6)
-    with pytest.raises(RunConfigMismatchError, match="bias"):
-        await run_agentclinic(CASES[:1], _models(), tmp_path, run_info=INFO, turns=5, bias="recency")
+    with pytest.raises(RunConfigMismatchError, match="doctor_bias"):
+        await run_agentclinic(CASES[:1], _models(), tmp_path, run_info=INFO, turns=5, doctor_bias="recency")
+    with pytest.raises(RunConfigMismatchError, match="protocol: 'original' -> 'clinicflow'"):
+        await run_agentclinic(CASES[:1], _models(), tmp_path, run_info=INFO, turns=5, protocol="clinicflow")
     summary = await run_agentclinic(CASES[:2], _models(), tmp_path, run_info=INFO, turns=5, concurrency=3)
     assert summary.skipped == 1 and summary.ran == 1
 
@@ -201,12 +203,43 @@ async def test_concurrency_is_bounded(tmp_path: Path) -> None:
     assert slow.max_in_flight == 3
 
 
-async def test_bias_is_applied_to_the_chosen_role(tmp_path: Path) -> None:
+async def test_both_biases_are_applied_to_their_roles(tmp_path: Path) -> None:
     models = role_models(doctor=lambda m: "Any pain?")
     await run_agentclinic(
-        CASES[:1], models, tmp_path, run_info=INFO, turns=2, bias="self_diagnosis", bias_target="patient"
+        CASES[:1],
+        models,
+        tmp_path,
+        run_info=INFO,
+        turns=2,
+        doctor_bias="confirmation",
+        patient_bias="self_diagnosis",
     )
-    assert "concluded that you have cancer" in system_text(models.patient.calls[0].messages)
-    assert "cancer" not in system_text(models.doctor.calls[0].messages)
+    assert "come to the conclusion that you should be diagnosed with cancer" in system_text(
+        models.patient.calls[0].messages
+    )
+    assert "You are initially confident that the patient has cancer." in system_text(
+        models.doctor.calls[0].messages
+    )
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["run"]["bias"] == "self_diagnosis" and report["run"]["bias_target"] == "patient"
+    assert (
+        report["run"]["doctor_bias"] == "confirmation" and report["run"]["patient_bias"] == "self_diagnosis"
+    )
+    assert "Bias: doctor confirmation, patient self_diagnosis" in (tmp_path / "report.md").read_text()
+
+
+async def test_report_states_protocol_roles_and_differences_from_the_published_setup(tmp_path: Path) -> None:
+    info = {**INFO, "models": {"doctor": "default", "patient": "p", "measurement": "m", "moderator": "j"}}
+    await run_agentclinic(CASES, _models(), tmp_path, run_info=info, turns=5, max_new_tokens=64)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["protocol"] == "original"
+    assert report["roles"] == info["models"]
+    differences = report["differences_from_published"]
+    assert differences[0].startswith("Protocol `original`: AgentClinic's prompts")
+    assert any("patient `p`, measurement `m`, moderator `j`" in d and "GPT-4" in d for d in differences)
+    assert "At most 64 new tokens per reply (the original: 200)." in differences
+    assert "5 doctor turns allowed (AgentClinic's default: 20)." in differences
+    assert any("temperature (0.05) could not be set" in d for d in differences)
+    markdown = (tmp_path / "report.md").read_text()
+    published = markdown.index("## Published accuracy (%)")
+    assert markdown.index("This run's setup differs from the published one:") > published
+    assert markdown.index("| MedGemma 27B |") > markdown.index("- Protocol `original`")

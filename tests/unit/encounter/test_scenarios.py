@@ -40,6 +40,7 @@ def test_dev_file_loads_every_scenario() -> None:
     assert loaded.errors == []
     assert len(loaded.cases) == 105
     assert loaded.formats == {"osce": 105}
+    assert {c.kind for c in loaded.cases} == {"osce"}
     assert loaded.cases[0].case_id == "case-0001"
     assert loaded.cases[0].correct_diagnosis == "Seborrheic keratosis"
     assert len({c.case_id for c in loaded.cases}) == 105
@@ -157,6 +158,7 @@ def test_nejm_cases_use_local_images_and_say_when_one_is_missing(tmp_path: Path)
     assert missing.image_note is not None and "not available offline" in missing.image_note
     assert "IC20990101" in missing.image_note
     assert loaded.formats == {"nejm": 2}
+    assert {c.kind for c in loaded.cases} == {"nejm"}
     errors = {e.line: e.message for e in loaded.errors}
     assert "exactly one entry with correct: true" in errors[3]
     assert "physical_exams" in errors[4] and "image_url" in errors[4]
