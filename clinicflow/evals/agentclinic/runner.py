@@ -24,7 +24,14 @@ from typing import Any
 
 from langchain_core.tools import BaseTool
 
-from clinicflow.agents.encounter import DEFAULT_PROTOCOL, get_protocol, sets_generation, validate_bias
+from clinicflow.agents.encounter import (
+    DEFAULT_PROTOCOL,
+    EncounterProtocol,
+    get_protocol,
+    sets_generation,
+    validate_bias,
+    with_generation,
+)
 from clinicflow.evals.agentclinic.report import build_report, write_report
 from clinicflow.evals.run_folder import RunConfigMismatchError, RunFolder, RunSummary, write_atomic
 from clinicflow.graphs.encounter import (
@@ -100,6 +107,15 @@ def _result_line(case: EncounterCase, outcome: EncounterOutcome, elapsed: float)
     }
 
 
+def _with_generation(models: RoleModels, rules: EncounterProtocol, max_new_tokens: int | None) -> RoleModels:
+    """The role models as copies with the protocol's temperature and token limit (one copy per model)."""
+    tokens = max_new_tokens or rules.max_new_tokens
+    copies: dict[int, Any] = {}
+    for model in vars(models).values():
+        copies.setdefault(id(model), with_generation(model, rules.temperature, tokens))
+    return RoleModels(**{role: copies[id(model)] for role, model in vars(models).items()})
+
+
 async def run_agentclinic(
     cases: Sequence[EncounterCase],
     models: RoleModels,
@@ -121,6 +137,8 @@ async def run_agentclinic(
 
     `run_info` adds to run.json (scenario path and digest, model specs). `protocol` is `original`
     (AgentClinic's rules) or `clinicflow` (the project's variant); a run folder holds one protocol.
+    Every role's model runs as a copy with the protocol's temperature and token limit
+    (`max_new_tokens` overrides the limit).
     `doctor_tools` (all cases) and `record_tools` (only cases linked to a FHIR patient) are the
     tool-use variant beyond AgentClinic (clinicflow protocol only).
     """
@@ -129,19 +147,19 @@ async def run_agentclinic(
     rules = get_protocol(protocol)
     doctor_bias = validate_bias(doctor_bias, "doctor")
     patient_bias = validate_bias(patient_bias, "patient")
+    configured = _with_generation(models, rules, max_new_tokens)
     graphs: dict[bool, Any] = {}
 
     def graph_for(linked: bool) -> Any:
         if linked not in graphs:
             graphs[linked] = build_encounter_graph(
-                models,
+                configured,
                 protocol=rules,
                 max_turns=turns,
                 doctor_bias=doctor_bias,
                 patient_bias=patient_bias,
                 image_request=image_request,
                 doctor_tools=[*doctor_tools, *(record_tools if linked else ())],
-                max_new_tokens=max_new_tokens,
             )
         return graphs[linked]
 

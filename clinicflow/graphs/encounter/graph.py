@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
@@ -18,7 +17,6 @@ from clinicflow.agents.encounter import (
     EncounterProtocol,
     get_protocol,
     validate_bias,
-    with_generation,
 )
 from clinicflow.graphs.encounter.nodes import EncounterNodes, RoleModels, route_after_doctor
 from clinicflow.graphs.encounter.state import EncounterCase, Finish, InputState, State, Utterance
@@ -36,13 +34,12 @@ def build_encounter_graph(
     image_request: bool = False,
     doctor_tools: Sequence[BaseTool] = (),
     max_tool_calls: int = 3,
-    max_new_tokens: int | None = None,
     checkpointer: Any = None,
 ) -> CompiledStateGraph[State, None, InputState, State]:
     """Compile the encounter graph once; it serves any number of concurrent cases.
 
-    `protocol` (`original` or `clinicflow`) sets the prompts, the reading of replies and the
-    generation settings applied to every role's model (`max_new_tokens` overrides the protocol's).
+    `protocol` (`original` or `clinicflow`) sets the prompts and the reading of replies; the models
+    are used as given (`run_agentclinic` gives them the protocol's generation settings).
     `image_request` (original only): the doctor gets the case image after asking for it, not every
     turn. `doctor_tools` (clinicflow only) is a variant beyond AgentClinic: the doctor may call them,
     at most `max_tool_calls` rounds per turn, before replying. Raises ProtocolOptionError for an
@@ -52,18 +49,9 @@ def build_encounter_graph(
         raise ValueError("max_turns must be at least 1")
     rules = get_protocol(protocol)
     rules.check_options(doctor_tools=bool(doctor_tools), image_request=image_request)
-    tokens = max_new_tokens or rules.max_new_tokens
-    configured: dict[int, BaseChatModel] = {}
-    for model in (models.doctor, models.patient, models.measurement, models.moderator):
-        configured.setdefault(id(model), with_generation(model, rules.temperature, tokens))
     nodes = EncounterNodes(
         protocol=rules,
-        models=RoleModels(
-            doctor=configured[id(models.doctor)],
-            patient=configured[id(models.patient)],
-            measurement=configured[id(models.measurement)],
-            moderator=configured[id(models.moderator)],
-        ),
+        models=models,
         max_turns=max_turns,
         doctor_bias=validate_bias(doctor_bias, "doctor"),
         patient_bias=validate_bias(patient_bias, "patient"),
