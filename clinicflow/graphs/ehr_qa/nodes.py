@@ -4,7 +4,9 @@ The model and the tools are bound once when `EhrQaNodes` is built; each node onl
 returns an update. Every model call and tool call is timed into the state's trace.
 Evidence is any cited tool output: record lines `[ResourceType/id]`, guideline passages
 `[guideline: ...]` and image lines `[image: ...]`; an answer must cite a record resource unless the
-answerer marked it as general guidance (see `ANSWERER_PROMPT`).
+answerer marked it as general guidance (see `ANSWERER_PROMPT`), and each of its claims must say what the
+lines it cites say (`claims.check_answer`): unsupported claims are removed, and an answer left with none
+ends the run `unsupported`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from clinicflow.agents.ehr_qa import (
     render_reply,
     strip_citations,
 )
+from clinicflow.graphs.ehr_qa.claims import ClaimCheck, check_answer
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
 from clinicflow.graphs.hidden_args import hidden_args, input_fields, strip_hidden_args
 from clinicflow.graphs.tool_errors import guarded_tool_call, pop_timing
@@ -383,6 +386,23 @@ class EhrQaNodes:
                 )
             )
             return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
+        if not guidance:
+            checks = check_answer(text, kept, evidence, state["question"])
+            trace += [_claim_event(check) for check in checks]
+            supported = [c for c in checks if c.supported]
+            if len(supported) < len(checks):
+                if not supported:
+                    reason = "; ".join(p for c in checks for p in c.problems)
+                    return {
+                        "answer": NOT_FOUND,
+                        "citations": [],
+                        "status": "unsupported",
+                        "trace": trace,
+                        "errors": [f"unsupported answer: {_short(reason)}"],
+                    }
+                text = "; ".join(c.claim for c in supported)
+                cited = {c for check in supported for c in check.citations}
+                kept = [c for c in kept if c in cited]
         missing = [c for c in kept if c not in citations_in(text)]
         if missing:
             text = f"{text} " + " ".join(f"[{c}]" for c in missing)
@@ -390,6 +410,16 @@ class EhrQaNodes:
             text = f"{GUIDANCE_PREFIX} {text}"
             trace.append(_event("check", "citations", summary="general guidance: cites no record resource"))
         return {"answer": text, "citations": kept, "status": "answered", "trace": trace}
+
+
+def _claim_event(check: ClaimCheck) -> TraceRecord:
+    return _event(
+        "check",
+        "claims",
+        args={"claim": check.claim, "citations": list(check.citations)},
+        summary=check.summary(),
+        error=None if check.supported else f"unsupported claim: {'; '.join(check.problems)}",
+    )
 
 
 def _citation_check(role: str, dropped: Sequence[str], text: str) -> TraceRecord:

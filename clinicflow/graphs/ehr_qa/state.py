@@ -24,7 +24,8 @@ __all__ = [
     "merge_evidence",
 ]
 
-Status = Literal["answered", "not_found", "failed"]
+Status = Literal["answered", "not_found", "unsupported", "failed"]
+"""`unsupported`: the answer's claims say what the resources they cite do not (see `claims`)."""
 
 
 class EvidenceRecord(TypedDict):

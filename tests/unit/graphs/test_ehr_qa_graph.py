@@ -73,6 +73,7 @@ async def test_full_run_plans_retrieves_extracts_and_answers_with_citations() ->
         ("tool", FINISH_TOOL_NAME),
         ("model", "extractor"),
         ("model", "answerer"),
+        ("check", "claims"),
     ]
     assert len([e for e in result.trace if e.kind == "model"]) == len(model.calls)
     for event in result.trace:
