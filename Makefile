@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # No CUDA here: take the CPU wheel first, so no dependency pulls a multi-GB CUDA build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: install demo test test-heavy lint unit clean
+.PHONY: install demo test test-heavy lint unit adapter clean
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ test-heavy: install
 
 unit: install
 	$(PY) -m pytest -q tests/unit
+
+# Rebuild the shipped adapter from scratch (the commands of its model card; about an hour on 2 cores).
+ADAPTER_WORK ?= adapter-work
+adapter: install
+	$(VENV)/bin/clinicflow model make-data --out $(ADAPTER_WORK)/data --seed 1001 --patients 16 --per-patient 40 --max-per-group 12
+	$(VENV)/bin/clinicflow model train $(ADAPTER_WORK)/data/train.jsonl --val $(ADAPTER_WORK)/data/val.jsonl \
+	  --out $(ADAPTER_WORK)/run --seed 1001 --lr 4e-4 --grad-accum 4 --max-tokens 2048
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

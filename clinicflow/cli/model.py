@@ -203,3 +203,42 @@ def train(
         raise _fail(str(exc)) from None
     summary = {k: v for k, v in result.to_json().items() if k != "losses"}
     typer.echo(json.dumps(summary, indent=2))
+
+
+RESERVED_SEEDS = {42: "the demo and test cohort"}
+"""Cohort seeds training data may not use: the patients they generate are evaluated."""
+
+
+@model_app.command("make-data")
+def make_data(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for cohort/, train.jsonl, val.jsonl, stats.json.")
+    ],
+    seed: Annotated[int, typer.Option(help="Cohort and question seed (not one an evaluation uses).")] = 1001,
+    patients: Annotated[int, typer.Option(min=2, help="Synthetic patients to generate.")] = 16,
+    per_patient: Annotated[
+        int, typer.Option("--per-patient", min=1, help="EHRQA questions per patient.")
+    ] = 40,
+    max_per_group: Annotated[
+        int | None, typer.Option("--max-per-group", min=1, help="Most examples per role and category.")
+    ] = None,
+) -> None:
+    """Make EHRQA fine-tuning data from a fresh PySynthea cohort: gold planner, extractor, answerer turns."""
+    import asyncio
+    import json
+
+    from clinicflow.evals.training_data import build_ehrqa_data
+    from clinicflow.fhir.cohort import generate_cohort
+
+    if seed in RESERVED_SEEDS:
+        raise _fail(
+            f"seed {seed} generates {RESERVED_SEEDS[seed]}; pick another so no evaluated patient trains"
+        )
+    cohort = out / "cohort"
+    if not any(cohort.glob("*.json")):
+        generate_cohort(cohort, patients, seed)
+    stats = asyncio.run(
+        build_ehrqa_data(cohort, out, seed=seed, per_patient=per_patient, max_per_group=max_per_group)
+    )
+    typer.echo(json.dumps(stats["totals"]))
+    typer.echo(f"Training data in {out} (counts per role and category in stats.json)")

@@ -134,6 +134,7 @@ class TrainConfig:
     grad_accum: int = 4
     max_tokens: int = 1024
     warmup_steps: int = 10
+    max_val_examples: int | None = 30
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50

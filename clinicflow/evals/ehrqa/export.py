@@ -30,7 +30,7 @@ from clinicflow.agents.ehr_qa import (
     extractor_messages,
     planner_messages,
 )
-from clinicflow.evals.ehrqa.questions import Question
+from clinicflow.evals.ehrqa.questions import GoldCall, Question
 from clinicflow.evals.ehrqa.retrieval import SEARCH_TOOL, GoldCallRunner
 from clinicflow.model.prompting import chat_turns
 from clinicflow.model.tool_calls import format_call, tool_prompt, tool_specs
@@ -159,25 +159,45 @@ def trajectory_examples(
     return out
 
 
+async def by_name(call: GoldCall, names: Mapping[str, str], patient_id: str, run: GoldCallRunner) -> GoldCall:
+    """The call searching by the concept's name instead of its code, when that finds the same resources.
+
+    A small model copies a name from the question far more reliably than a code from the manifest.
+    """
+    name = names.get(call.code or "")
+    if not name:
+        return call
+    words = call.model_copy(update={"code": name})
+    by_code, by_words = await run(patient_id, call), await run(patient_id, words)
+    return words if citations_in(by_code) == citations_in(by_words) else call
+
+
 async def gold_examples(
     questions: Sequence[Question],
     run: GoldCallRunner,
     tools: Sequence[BaseTool],
     manifest: Mapping[str, str],
+    code_names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Examples from the gold calls and answers; `manifest` maps a patient id to its record_manifest text."""
+    """Examples from the gold calls and answers; `manifest` maps a patient id to its record_manifest text.
+
+    With `code_names` (patient id -> code -> name), a gold call by code becomes one by name wherever
+    both find the same resources.
+    """
     out: list[dict[str, Any]] = []
     for q in questions:
+        names = (code_names or {}).get(q.patient_id, {})
+        gold_calls = [await by_name(c, names, q.patient_id, run) for c in q.gold_calls]
         history: list[BaseMessage] = [
             AIMessage("", tool_calls=[_call(MANIFEST_TOOL, {}, f"call_{MANIFEST_TOOL}")]),
             ToolMessage(
                 manifest.get(q.patient_id, ""), name=MANIFEST_TOOL, tool_call_id=f"call_{MANIFEST_TOOL}"
             ),
         ]
-        calls = [_call(SEARCH_TOOL, c.tool_args(), f"gold_{i}") for i, c in enumerate(q.gold_calls)]
+        calls = [_call(SEARCH_TOOL, c.tool_args(), f"gold_{i}") for i, c in enumerate(gold_calls)]
         history.append(AIMessage("", tool_calls=calls))
         evidence: list[str] = []
-        for call, gold in zip(calls, q.gold_calls, strict=True):
+        for call, gold in zip(calls, gold_calls, strict=True):
             output = await run(q.patient_id, gold)
             history.append(ToolMessage(output, name=SEARCH_TOOL, tool_call_id=str(call["id"])))
             evidence += [line.strip() for line in output.splitlines() if citations_in(line)]
