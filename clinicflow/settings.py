@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # Workflows
     max_steps: int = Field(8, description="Upper bound on graph steps per run.")
     evidence_token_budget: int = 1200
+    manifest_token_budget: int = Field(
+        150, description="Record manifest size: type lines always, frequent codes as the budget allows."
+    )
     checkpoint_db: Path | None = Field(None, description="SQLite checkpoint file; default in cache_dir.")
     database_url: str | None = Field(None, description="SQLAlchemy URL for runs/audit; Postgres at scale.")
 

@@ -203,7 +203,11 @@ async def _build_ehr_qa(deps: WorkflowDeps) -> Pregel:
     from clinicflow.graphs.ehr_qa import build_ehr_qa_graph
     from clinicflow.tools import make_fhir_tools
 
-    tools = make_fhir_tools(deps.require_fhir(), token_budget=deps.settings.evidence_token_budget)
+    tools = make_fhir_tools(
+        deps.require_fhir(),
+        token_budget=deps.settings.evidence_token_budget,
+        manifest_budget=deps.settings.manifest_token_budget,
+    )
     return build_ehr_qa_graph(
         await deps.model(), tools, checkpointer=deps.checkpointer, max_steps=deps.settings.max_steps
     )
@@ -296,7 +300,11 @@ async def _build_ehr_task(deps: WorkflowDeps) -> Pregel:
     client = deps.require_fhir()
     return build_ehr_task_graph(
         await deps.model(),
-        make_fhir_tools(client, token_budget=deps.settings.evidence_token_budget),
+        make_fhir_tools(
+            client,
+            token_budget=deps.settings.evidence_token_budget,
+            manifest_budget=deps.settings.manifest_token_budget,
+        ),
         FhirWriter(client),
         approval="require",
         checkpointer=deps.checkpointer,

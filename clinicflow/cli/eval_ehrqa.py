@@ -198,7 +198,11 @@ async def _main(
             f"{len(questions)} questions generated for {len(records)} patients; {len(selected)} selected.",
             err=True,
         )
-        tools = make_fhir_tools(client, token_budget=settings.evidence_token_budget)
+        tools = make_fhir_tools(
+            client,
+            token_budget=settings.evidence_token_budget,
+            manifest_budget=settings.manifest_token_budget,
+        )
         if check_retrieval:
             report = await run_check(selected, tools, on_miss=lambda m: typer.echo(str(m)))
             typer.echo(report.summary())
