@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from langchain_core.language_models import BaseChatModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clinicflow.api.audit import AuditingTransport
 from clinicflow.api.auth import AuthError, ForbiddenError, JwtVerifier, PatientAccess
@@ -22,7 +29,7 @@ from clinicflow.api.checkpoints import open_service_checkpointer
 from clinicflow.api.config import ApiSettings
 from clinicflow.api.events import EventBus
 from clinicflow.api.metrics import Metrics, MetricsMiddleware
-from clinicflow.api.routes import Services, router
+from clinicflow.api.routes import AuthFailureSampler, Services, router
 from clinicflow.api.scripted import SCRIPTED_PREFIX, load_scripted_model
 from clinicflow.api.smart import smart_auth_from_settings
 from clinicflow.api.store import Store
@@ -30,7 +37,7 @@ from clinicflow.api.workers import QueueFullError, WorkerPool
 from clinicflow.api.workflows import WorkflowDeps, WorkflowRegistry, default_registry, load_plugins
 from clinicflow.fhir import FhirClient
 
-__all__ = ["create_app", "model_loader"]
+__all__ = ["BodyLimitMiddleware", "create_app", "model_loader"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,64 @@ answer pending writes (`POST /v1/runs/{id}/approval`) and read the result (`GET 
 Every `/v1` call needs a bearer token: an API key or an OAuth2 JWT, scoped to workflows, read or write,
 and patients.
 """
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over `max_bytes`: at once when Content-Length says so, else as soon as the
+    bytes read pass the limit; the application sees only bodies within it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        messages: list[Message] = []
+        size = 0
+        more = scope["method"] not in ("GET", "HEAD", "OPTIONS") or bool(declared)
+        while more:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            more = message.get("more_body", False)
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"the request body is larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists at this path, with HEAD where GET is (Starlette serves it);
+    Starlette's own 405 names only the methods of the first route matching the path."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def model_loader(settings: ApiSettings, model: BaseChatModel | None = None) -> Callable[[], BaseChatModel]:
@@ -159,6 +224,7 @@ def create_app(
                 metrics=metrics,
                 access=PatientAccess(fhir),
                 jwt=jwt_verifier,
+                auth_audit=AuthFailureSampler(settings.api_auth_audit_per_minute),
             )
             resumed = await pool.start(resume=settings.api_resume_on_startup)
             if resumed:
@@ -173,7 +239,21 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        # ASCII-escaped, so an echoed input holding a lone surrogate is still valid UTF-8 JSON.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            allow = ", ".join(_allowed_methods(app, request.url.path))
+            return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+        return await http_exception_handler(request, exc)  # type: ignore[return-value]
 
     @app.exception_handler(AuthError)
     async def _unauthorized(request: Request, exc: AuthError) -> JSONResponse:

@@ -36,6 +36,15 @@ class ApiSettings(Settings):
     api_event_poll_s: float = Field(
         1.0, gt=0, description="How often an event stream polls the store for runs on other replicas."
     )
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; a larger one gets 413 unread."
+    )
+    api_auth_audit_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Failed authentications written to the audit trail per minute; the rest are counted "
+        "(metric `clinicflow_auth_failures_total`, and in the next row written).",
+    )
 
     auth_jwks: str | None = Field(
         None, description="JWKS URL (or file) of the OAuth2 issuer's signing keys; enables JWT tokens."

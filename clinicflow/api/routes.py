@@ -6,15 +6,19 @@ write, and the run's patient (403 otherwise, checked before anything runs).
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
+from pydantic import AfterValidator, BeforeValidator, ValidationError
 
 from clinicflow.api.audit import AuditScope, audit_event, audit_scope
 from clinicflow.api.auth import (
@@ -38,6 +42,7 @@ from clinicflow.api.schemas import (
     RunCreate,
     RunList,
     RunOut,
+    RunStatus,
     WorkflowOut,
 )
 from clinicflow.api.store import (
@@ -51,6 +56,7 @@ from clinicflow.api.store import (
     utcnow,
 )
 from clinicflow.api.workers import QueueFullError, StartReason, WorkerPool
+from clinicflow.api.workflows import PatientId as PatientIdQuery
 from clinicflow.api.workflows import (
     UnknownWorkflowError,
     Workflow,
@@ -59,7 +65,34 @@ from clinicflow.api.workflows import (
     WorkflowRegistry,
 )
 
-__all__ = ["Services", "router"]
+__all__ = ["AuthFailureSampler", "Services", "router"]
+
+
+class AuthFailureSampler:
+    """Which failed authentications reach the audit trail: at most `per_minute` rows a minute, so callers
+    without a token cannot grow the store without bound. Every failure is counted by the
+    `clinicflow_auth_failures` metric; a row written after some were left out says how many."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._window_start = clock()
+        self._written = 0
+        self._unwritten = 0
+        self._lock = threading.Lock()
+
+    def admit(self) -> int | None:
+        """None when this failure is only counted; else how many were left out since the last row."""
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= 60.0:
+                self._window_start, self._written = now, 0
+            if self._written >= self.per_minute:
+                self._unwritten += 1
+                return None
+            self._written += 1
+            unwritten, self._unwritten = self._unwritten, 0
+            return unwritten
 
 
 @dataclass
@@ -75,6 +108,7 @@ class Services:
     metrics: Metrics
     access: PatientAccess
     jwt: JwtVerifier | None
+    auth_audit: AuthFailureSampler = field(default_factory=lambda: AuthFailureSampler(10))
 
 
 def services(request: Request) -> Services:
@@ -87,18 +121,39 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "No valid bearer token."},
     403: {"model": ErrorOut, "description": "The token's scopes do not cover this."},
 }
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON (or not UTF-8)."},
+    413: {"model": ErrorOut, "description": "The body is larger than the server accepts."},
+    422: {"model": ErrorOut, "description": "The body does not follow the schema."},
+}
 _RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     404: {"model": ErrorOut, "description": "No such run."},
 }
 MAX_ID = 2**53
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def _iso_only(value: Any) -> Any:
+    """Only an ISO 8601 date-time: pydantic alone would also read `0.5` as seconds since 1970."""
+    if isinstance(value, str) and not _ISO_DATETIME.match(value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_aware)]
+WORKFLOW_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id (32 hex digits).")]
 
 
 async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """The caller's principal; 401 (audited) without a valid token."""
+    """The caller's principal; 401 (counted, and audited up to a rate) without a valid token."""
     svc = services(request)
     try:
         if credentials is None or not credentials.credentials:
@@ -111,17 +166,23 @@ async def authenticate(
         return await svc.jwt.verify(token)
     except AuthError as exc:
         svc.metrics.auth_failures.labels(exc.reason).inc()
-        await svc.store.add_audit(
-            [
-                NewAudit(
-                    actor="anonymous",
-                    actor_kind="none",
-                    action="auth.failure",
-                    outcome="denied",
-                    detail={"reason": exc.reason, "error": exc.detail, "path": request.url.path},
-                )
-            ]
-        )
+        unwritten = svc.auth_audit.admit()
+        if unwritten is not None:
+            path = request.url.path[:200]
+            detail: dict[str, Any] = {"reason": exc.reason, "error": exc.detail, "path": path}
+            if unwritten:
+                detail["unwritten_before"] = unwritten
+            await svc.store.add_audit(
+                [
+                    NewAudit(
+                        actor="anonymous",
+                        actor_kind="none",
+                        action="auth.failure",
+                        outcome="denied",
+                        detail=detail,
+                    )
+                ]
+            )
         raise HTTPException(401, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from None
 
 
@@ -241,6 +302,7 @@ async def _submit(svc: Services, run_id: str, reason: StartReason) -> None:
     tags=["runs"],
     responses={
         **_ERRORS,
+        **_BODY_ERRORS,
         200: {"model": RunOut, "description": "A run with this Idempotency-Key already exists."},
         422: {"model": ErrorOut, "description": "Unknown workflow or invalid input."},
         429: {"model": ErrorOut, "description": "The server's queue is full; retry later."},
@@ -251,7 +313,7 @@ async def create_run(
     request: Request,
     response: Response,
     principal: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(pattern=r"^[!-~]{1,200}$")] = None,
 ) -> RunOut:
     """Start a run; the run executes on the worker pool. Follow it at `/v1/runs/{id}/events`."""
     svc = services(request)
@@ -321,9 +383,11 @@ async def create_run(
 async def list_runs(
     request: Request,
     principal: Caller,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    workflow: Annotated[str | None, Query(max_length=64)] = None,
-    before: datetime | None = None,
+    status: RunStatus | None = None,
+    workflow: Annotated[str | None, Query(pattern=WORKFLOW_NAME)] = None,
+    before: Annotated[
+        IsoDatetime | None, Query(description="Runs created before this ISO 8601 date-time.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunList:
     """Runs the token may see, newest first."""
@@ -335,8 +399,6 @@ async def list_runs(
     except ForbiddenError as exc:
         raise await _deny(svc, principal, exc) from None
     workflows = None if principal.grants.all_workflows else sorted(principal.grants.workflows)
-    if before is not None and before.tzinfo is None:
-        before = before.replace(tzinfo=UTC)
     rows = await svc.store.list_runs(
         status=status,
         workflow=workflow,
@@ -554,8 +616,8 @@ async def _audit_page(
     request: Request,
     principal: Caller,
     run_id: Annotated[str | None, Query(pattern=RUN_ID_PATTERN)] = None,
-    patient_id: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    patient_id: Annotated[PatientIdQuery | None, Query()] = None,
+    action: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}(\.[a-z_]{1,32})?$")] = None,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> _AuditPage:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from clinicflow.api.store import RunRow
+from clinicflow.api.workflows import bounded_json
+from clinicflow.graphs.text import unstorable_strings
 
 __all__ = [
     "RUN_ID_PATTERN",
@@ -24,6 +27,7 @@ __all__ = [
 ]
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
+RESOURCE_MAX_CHARS = 64_000
 RunStatus = Literal[
     "queued", "running", "waiting_approval", "interrupted", "completed", "failed", "cancelled"
 ]
@@ -35,6 +39,13 @@ class ErrorOut(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
+def check_storable(value: Any, what: str) -> None:
+    """ValueError naming the first string in `value` that the store cannot keep (NUL, lone surrogate)."""
+    for path, reason in unstorable_strings(value):
+        where = ".".join([what, *map(str, path)])
+        raise ValueError(f"{where} {reason}; remove it")
+
+
 class RunCreate(BaseModel):
     """Start a run of a registered workflow; `input` follows that workflow's input schema."""
 
@@ -42,8 +53,15 @@ class RunCreate(BaseModel):
 
     workflow: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["ehr_qa"])
     input: dict[str, Any] = Field(
-        examples=[{"question": "What was the most recent HbA1c?", "patient_id": "abc-123"}]
+        description="The workflow's input (see `GET /v1/workflows`). No string may hold a NUL character.",
+        examples=[{"question": "What was the most recent HbA1c?", "patient_id": "example-patient"}],
     )
+
+    @field_validator("input")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_storable(value, "input")
+        return value
 
 
 class PendingApproval(BaseModel):
@@ -101,20 +119,43 @@ class RunList(BaseModel):
     next_before: datetime | None
 
 
+# The rule `_complete` enforces, stated in the JSON schema so that clients (and generated tests) see it.
+_APPROVAL_RULES: JsonDict = {
+    "allOf": [
+        {
+            "if": {"properties": {"action": {"const": "reject"}}, "required": ["action"]},
+            "then": {"required": ["reason"], "properties": {"reason": {"type": "string", "pattern": "\\S"}}},
+        },
+        {
+            "if": {"properties": {"action": {"const": "edit"}}, "required": ["action"]},
+            "then": {
+                "required": ["resource"],
+                "properties": {"resource": {"type": "object", "minProperties": 1}},
+            },
+        },
+    ]
+}
+
+
 class ApprovalIn(BaseModel):
     """A decision on the pending write: approve it, reject it with a reason, or edit the resource."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_APPROVAL_RULES)
 
     action: Literal["approve", "reject", "edit"]
     reason: str | None = Field(None, max_length=4000, description="Why (required to reject).")
-    resource: dict[str, Any] | None = Field(None, description="The replacement resource (required to edit).")
+    resource: Annotated[dict[str, JsonValue], bounded_json(RESOURCE_MAX_CHARS)] | None = Field(
+        None,
+        description=f"The replacement resource (required to edit); at most {RESOURCE_MAX_CHARS} characters "
+        "as JSON.",
+    )
     interrupt_id: str | None = Field(
         None, max_length=64, description="The pending write this answers (default: the one pending now)."
     )
 
     @model_validator(mode="after")
     def _complete(self) -> ApprovalIn:
+        check_storable({"reason": self.reason, "resource": self.resource}, "body")
         if self.action == "reject" and not (self.reason or "").strip():
             raise ValueError("a rejection needs a reason")
         if self.action == "edit" and not self.resource:

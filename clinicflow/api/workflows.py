@@ -14,27 +14,30 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from clinicflow.api.config import ApiSettings
-from clinicflow.fhir import FHIR_ID, FhirClient, FhirError, FhirNotFoundError
+from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 
 __all__ = [
     "PATIENT_ID_PATTERN",
+    "CaseSection",
     "EhrQaInput",
     "EhrTaskInput",
     "EncounterInput",
+    "PatientId",
     "PluginError",
     "UnknownWorkflowError",
     "Workflow",
     "WorkflowDeps",
     "WorkflowInputError",
     "WorkflowRegistry",
+    "bounded_json",
     "default_registry",
     "ehr_qa_workflow",
     "ehr_task_workflow",
@@ -43,7 +46,34 @@ __all__ = [
     "load_plugins",
 ]
 
-PATIENT_ID_PATTERN = FHIR_ID.pattern
+# FHIR_ID without its look-ahead (JSON Schema and pydantic's regex engine have none): at least one
+# character that is not a dot, so `.` and `..` never reach a FHIR URL; the length comes from max_length.
+PATIENT_ID_PATTERN = r"^[A-Za-z0-9\-.]*[A-Za-z0-9\-][A-Za-z0-9\-.]*$"
+PatientId = Annotated[str, Field(min_length=1, max_length=64, pattern=PATIENT_ID_PATTERN)]
+"""A FHIR patient id: 1-64 letters, digits, `-` and `.`, not dots alone."""
+
+
+def bounded_json(max_chars: int) -> AfterValidator:
+    """A validator bounding a JSON value by its size written as JSON."""
+
+    def check(value: Any) -> Any:
+        size = len(json.dumps(value, ensure_ascii=False))
+        if size > max_chars:
+            raise ValueError(f"is {size} characters as JSON; at most {max_chars} are accepted")
+        return value
+
+    return AfterValidator(check)
+
+
+CASE_SECTION_MAX_CHARS = 32_000
+CaseSection = Annotated[
+    str | dict[str, JsonValue],
+    bounded_json(CASE_SECTION_MAX_CHARS),
+    Field(
+        description=f"Text, or an object of findings; at most {CASE_SECTION_MAX_CHARS} characters as JSON."
+    ),
+]
+"""One section of an encounter case (what one role knows): AgentClinic's objects or plain text."""
 
 
 class UnknownWorkflowError(KeyError):
@@ -196,7 +226,7 @@ class EhrQaInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=4000, description="The question, in plain language.")
-    patient_id: str = Field(pattern=PATIENT_ID_PATTERN, description="FHIR id of the patient in context.")
+    patient_id: PatientId = Field(description="FHIR id of the patient in context.")
 
 
 async def _build_ehr_qa(deps: WorkflowDeps) -> Pregel:
@@ -247,7 +277,7 @@ async def check_patient_exists(deps: WorkflowDeps, data: BaseModel) -> None:
         await deps.require_fhir().read("Patient", patient_id)
     except FhirNotFoundError:
         raise WorkflowInputError(f"patient {patient_id!r} not found on the FHIR server") from None
-    except FhirError as exc:
+    except (FhirError, ValueError) as exc:
         raise WorkflowInputError(f"cannot check patient {patient_id!r}: {exc}") from None
 
 
@@ -275,7 +305,7 @@ class EhrTaskInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instruction: str = Field(min_length=1, max_length=4000, description="What to do, in plain language.")
-    patient_id: str = Field(pattern=PATIENT_ID_PATTERN, description="FHIR id of the patient in context.")
+    patient_id: PatientId = Field(description="FHIR id of the patient in context.")
     context: str = Field("", max_length=8000, description="Task context, e.g. codes and the current time.")
     now: str | None = Field(
         None, max_length=40, description="Current time, ISO 8601 (default: from context)."
@@ -378,11 +408,11 @@ class EncounterInput(BaseModel):
 
     case_id: str = Field(min_length=1, max_length=200)
     objective: str = Field(min_length=1, max_length=4000, description="What the doctor is told.")
-    patient_info: Any = Field(description="What the patient actor knows (AgentClinic Patient_Actor).")
-    exam_findings: Any = Field(description="Physical examination findings, for the measurement role.")
-    test_results: Any = Field(description="Test results, for the measurement role.")
+    patient_info: CaseSection = Field(description="What the patient actor knows (AgentClinic Patient_Actor).")
+    exam_findings: CaseSection = Field(description="Physical examination findings, for the measurement role.")
+    test_results: CaseSection = Field(description="Test results, for the measurement role.")
     correct_diagnosis: str = Field(min_length=1, max_length=1000, description="For the moderator only.")
-    patient_id: str | None = Field(None, pattern=PATIENT_ID_PATTERN, description="FHIR patient, if any.")
+    patient_id: PatientId | None = Field(None, description="FHIR patient, if any.")
 
 
 async def _build_encounter(deps: WorkflowDeps) -> Pregel:

@@ -35,8 +35,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_AFTER_SEND = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _MAX_BACKOFF_S = 2.0
 _RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-"""A FHIR resource id: 1-64 letters, digits, `-` and `.`."""
+FHIR_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9\-.]{1,64}$")
+"""A FHIR resource id: 1-64 letters, digits, `-` and `.`, not dots alone (`.` and `..` are path steps)."""
 
 
 class _ClientDefault(Enum):
@@ -67,8 +67,10 @@ def _check_type(resource_type: str) -> str:
 
 
 def _check_id(resource_id: str) -> str:
-    if not isinstance(resource_id, str) or not FHIR_ID.match(resource_id) or not resource_id.strip("."):
-        raise ValueError(f"invalid FHIR id {resource_id!r}: 1-64 characters of A-Z a-z 0-9 - .")
+    if not isinstance(resource_id, str) or not FHIR_ID.match(resource_id):
+        raise ValueError(
+            f"invalid FHIR id {resource_id!r}: 1-64 characters of A-Z a-z 0-9 - ., not dots alone"
+        )
     return resource_id
 
 

@@ -20,6 +20,7 @@ from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
 from clinicflow.graphs.checkpoints import open_checkpointer
 from clinicflow.graphs.checkpoints import thread_config as _run_config
 from clinicflow.graphs.ehr_qa.state import Status
+from clinicflow.graphs.text import unstorable_character
 from clinicflow.graphs.trace import TraceEvent
 
 __all__ = [
@@ -126,6 +127,8 @@ async def run_ehr_qa(
     question = question.strip()
     if not question:
         raise EhrQaInputError("the question is empty")
+    if (reason := unstorable_character(question)) is not None:
+        raise EhrQaInputError(f"the question {reason}; remove it")
     if not FHIR_ID.match(patient_id):
         raise EhrQaInputError(f"not a FHIR patient id: {patient_id!r}")
     thread_id = thread_id or uuid.uuid4().hex

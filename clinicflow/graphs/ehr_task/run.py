@@ -24,6 +24,7 @@ from clinicflow.fhir import FHIR_ID
 from clinicflow.graphs.checkpoints import has_checkpointer as _has_checkpointer
 from clinicflow.graphs.checkpoints import open_checkpointer
 from clinicflow.graphs.checkpoints import thread_config as _run_config
+from clinicflow.graphs.text import unstorable_character
 from clinicflow.graphs.trace import TraceEvent
 from clinicflow.tools.write_tools import APPROVAL_REQUEST_KIND, Approve, Edit, Reject, parse_decision
 
@@ -190,6 +191,9 @@ async def run_ehr_task(
     instruction = instruction.strip()
     if not instruction:
         raise EhrTaskInputError("the instruction is empty")
+    for name, text in (("instruction", instruction), ("context", context), ("patient label", patient_label)):
+        if text and (reason := unstorable_character(text)) is not None:
+            raise EhrTaskInputError(f"the {name} {reason}; remove it")
     if patient_id is not None and not FHIR_ID.match(patient_id):
         raise EhrTaskInputError(f"not a FHIR patient id: {patient_id!r}")
     current = _check_now(now or current_time_from_context(context))

@@ -24,6 +24,7 @@ from clinicflow.api.auth import (
     parse_scopes,
     verify_api_key,
 )
+from clinicflow.api.routes import AuthFailureSampler
 from clinicflow.api.store import Store
 from clinicflow.fhir import FhirClient
 
@@ -143,3 +144,11 @@ async def test_group_scopes_resolve_members_through_fhir() -> None:
         assert await access.allowed(principal, None)
         assert await access.visible(principal) == {"a", "c"}
     assert reads.count("/fhir/Group/g1") == 1
+
+
+def test_the_sampler_writes_a_few_rows_a_minute_and_says_how_many_it_left_out() -> None:
+    now = [0.0]
+    sampler = AuthFailureSampler(per_minute=2, clock=lambda: now[0])
+    assert [sampler.admit() for _ in range(5)] == [0, 0, None, None, None]
+    now[0] = 61.0
+    assert [sampler.admit() for _ in range(3)] == [3, 0, None]

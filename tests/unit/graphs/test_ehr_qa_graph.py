@@ -321,3 +321,19 @@ async def test_bad_input_is_a_typed_error() -> None:
         await run_ehr_qa(graph, QUESTION, "Patient/../x y")
     with pytest.raises(ValueError, match="max_steps"):
         build_ehr_qa_graph(ScriptedChatModel(), [], max_steps=0)
+
+
+@pytest.mark.parametrize("patient_id", [".", ".."])
+async def test_a_patient_id_of_dots_alone_is_refused(patient_id: str) -> None:
+    graph = build_ehr_qa_graph(ScriptedChatModel(), RecordTools().build())
+    with pytest.raises(EhrQaInputError, match="not a FHIR patient id"):
+        await run_ehr_qa(graph, QUESTION, patient_id)
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"])
+async def test_a_question_a_store_cannot_hold_is_refused_before_any_model_call(bad: str) -> None:
+    model = ScriptedChatModel()
+    graph = build_ehr_qa_graph(model, RecordTools().build())
+    with pytest.raises(EhrQaInputError, match=r"position 4.*remove it"):
+        await run_ehr_qa(graph, f"What{bad} was the last HbA1c?", "pat-1")
+    assert model.calls == []
