@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from langchain_core.language_models import BaseChatModel
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -106,6 +108,39 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
+
+
+def _with_workflow_inputs(schema: dict[str, Any], registry: WorkflowRegistry) -> dict[str, Any]:
+    """The OpenAPI document with `RunCreate` spelled out per registered workflow (plugins included): the
+    workflow's name and the JSON schema of its input, so that a client sees which input each one takes."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    workflows = [registry.get(name) for name in registry.names()]
+    refs, defs = models_json_schema(
+        [(w.input_model, "validation") for w in workflows], ref_template="#/components/schemas/{model}"
+    )
+    components.update(defs.get("$defs", {}))
+    generic = components["RunCreate"]
+    variants = []
+    for workflow in workflows:
+        properties = dict(generic["properties"])
+        properties["workflow"] = {"type": "string", "const": workflow.name}
+        properties["input"] = refs[(workflow.input_model, "validation")]
+        variants.append(
+            {
+                "title": f"RunCreate[{workflow.name}]",
+                "type": "object",
+                "properties": properties,
+                "required": ["workflow", "input"],
+                "additionalProperties": False,
+            }
+        )
+    components["RunCreate"] = {
+        "title": "RunCreate",
+        "description": generic["description"],
+        "oneOf": variants,
+        "discriminator": {"propertyName": "workflow"},
+    }
+    return schema
 
 
 def model_loader(settings: ApiSettings, model: BaseChatModel | None = None) -> Callable[[], BaseChatModel]:
@@ -239,6 +274,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_workflow_inputs(generate_openapi(), registry)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

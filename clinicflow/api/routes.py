@@ -58,6 +58,7 @@ from clinicflow.api.store import (
 from clinicflow.api.workers import QueueFullError, StartReason, WorkerPool
 from clinicflow.api.workflows import PatientId as PatientIdQuery
 from clinicflow.api.workflows import (
+    PatientNotFoundError,
     UnknownWorkflowError,
     Workflow,
     WorkflowDeps,
@@ -304,6 +305,7 @@ async def _submit(svc: Services, run_id: str, reason: StartReason) -> None:
         **_ERRORS,
         **_BODY_ERRORS,
         200: {"model": RunOut, "description": "A run with this Idempotency-Key already exists."},
+        404: {"model": ErrorOut, "description": "The input's patient is not on the FHIR server."},
         422: {"model": ErrorOut, "description": "Unknown workflow or invalid input."},
         429: {"model": ErrorOut, "description": "The server's queue is full; retry later."},
     },
@@ -339,6 +341,8 @@ async def create_run(
         try:
             with audit_scope(record.scope):
                 await workflow.check(svc.deps, data)
+        except PatientNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
         except WorkflowInputError as exc:
             raise HTTPException(422, str(exc)) from None
         finally:
@@ -465,6 +469,7 @@ async def run_events(
     tags=["runs"],
     responses={
         **_RUN_ERRORS,
+        **_BODY_ERRORS,
         409: {"model": ErrorOut, "description": "Nothing (or another write) is pending."},
     },
 )

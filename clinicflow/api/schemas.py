@@ -53,8 +53,7 @@ class RunCreate(BaseModel):
 
     workflow: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["ehr_qa"])
     input: dict[str, Any] = Field(
-        description="The workflow's input (see `GET /v1/workflows`). No string may hold a NUL character.",
-        examples=[{"question": "What was the most recent HbA1c?", "patient_id": "example-patient"}],
+        description="The workflow's input (see `GET /v1/workflows`). No string may hold a NUL character."
     )
 
     @field_validator("input")

@@ -31,6 +31,7 @@ __all__ = [
     "EhrTaskInput",
     "EncounterInput",
     "PatientId",
+    "PatientNotFoundError",
     "PluginError",
     "UnknownWorkflowError",
     "Workflow",
@@ -82,6 +83,10 @@ class UnknownWorkflowError(KeyError):
 
 class WorkflowInputError(ValueError):
     """The input cannot start this workflow (e.g. the patient does not exist); the message says why."""
+
+
+class PatientNotFoundError(WorkflowInputError):
+    """The FHIR server has no patient of the input's id."""
 
 
 class PluginError(RuntimeError):
@@ -223,7 +228,12 @@ def load_plugins(registry: WorkflowRegistry, specs: list[str]) -> None:
 class EhrQaInput(BaseModel):
     """Input of `ehr_qa`: one question about one patient."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"question": "What was the most recent HbA1c?", "patient_id": "example-patient"}]
+        },
+    )
 
     question: str = Field(min_length=1, max_length=4000, description="The question, in plain language.")
     patient_id: PatientId = Field(description="FHIR id of the patient in context.")
@@ -276,7 +286,7 @@ async def check_patient_exists(deps: WorkflowDeps, data: BaseModel) -> None:
     try:
         await deps.require_fhir().read("Patient", patient_id)
     except FhirNotFoundError:
-        raise WorkflowInputError(f"patient {patient_id!r} not found on the FHIR server") from None
+        raise PatientNotFoundError(f"patient {patient_id!r} not found on the FHIR server") from None
     except (FhirError, ValueError) as exc:
         raise WorkflowInputError(f"cannot check patient {patient_id!r}: {exc}") from None
 

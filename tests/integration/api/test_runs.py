@@ -118,7 +118,7 @@ def test_bad_requests_are_4xx_with_a_reason(api: ApiEnv) -> None:
         ("patient_id",),
     }
     missing = api.post_run("admin", "ehr_qa", {"question": QUESTION, "patient_id": "no-such-patient"})
-    assert missing.status_code == 422 and "not found on the FHIR server" in missing.text
+    assert missing.status_code == 404 and "not found on the FHIR server" in missing.text
     assert httpx.get(f"{api.url}/v1/runs/{'0' * 32}", headers=api.headers("admin")).status_code == 404
     assert httpx.get(f"{api.url}/v1/runs/not-a-run", headers=api.headers("admin")).status_code == 422
 

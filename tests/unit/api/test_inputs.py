@@ -186,8 +186,24 @@ def test_a_body_that_is_not_json_gets_the_documented_400(api: Api) -> None:
 
 
 def test_the_example_patient_is_not_presented_as_a_real_one(api: Api) -> None:
+    schema = api.client.get("/openapi.json").json()["components"]["schemas"]["EhrQaInput"]
+    assert schema["examples"][0]["patient_id"] == "example-patient"
+
+
+def test_a_run_about_a_patient_the_fhir_server_lacks_gets_a_404(api: Api) -> None:
+    response = api.post_run("ehr_qa", {"question": QUESTION, "patient_id": "example-patient"})
+    assert response.status_code == 404, response.text
+    assert "not found on the FHIR server" in response.json()["detail"]
+
+
+def test_the_schema_gives_each_workflow_its_own_input(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()["components"]["schemas"]["RunCreate"]
-    assert schema["properties"]["input"]["examples"][0]["patient_id"] == "example-patient"
+    inputs = {v["properties"]["workflow"]["const"]: v["properties"]["input"]["$ref"] for v in schema["oneOf"]}
+    assert inputs == {
+        "ehr_qa": "#/components/schemas/EhrQaInput",
+        "ehr_task": "#/components/schemas/EhrTaskInput",
+        "encounter": "#/components/schemas/EncounterInput",
+    }
 
 
 def test_failed_authentications_are_counted_and_only_a_sample_is_audited(api: Api) -> None:
