@@ -65,12 +65,13 @@ class PromptToolChatModel(BaseChatModel):
         choice: str,
         *,
         truncated: bool,
+        constrained: bool = False,
         input_tokens: int,
         output_tokens: int,
         metadata: dict[str, Any],
     ) -> ChatResult:
         """An `AIMessage` parsed from reply text, with token usage and response metadata."""
-        parsed = parse_reply(text, specs, choice, truncated=truncated)
+        parsed = parse_reply(text, specs, choice, truncated=truncated, constrained=constrained)
         message = AIMessage(
             content=parsed.content,
             tool_calls=parsed.tool_calls,

@@ -34,6 +34,7 @@ __all__ = [
     "allowed_tools",
     "call_json_schema",
     "format_call",
+    "max_json_bytes",
     "normalize_tool_choice",
     "parse_reply",
     "tool_prompt",
@@ -251,15 +252,36 @@ def validate_call(name: Any, args: Any, specs: Sequence[ToolSpec], choice: str) 
 
 
 def parse_reply(
-    text: str, specs: Sequence[ToolSpec], choice: str = "auto", *, truncated: bool = False
+    text: str,
+    specs: Sequence[ToolSpec],
+    choice: str = "auto",
+    *,
+    truncated: bool = False,
+    constrained: bool = False,
 ) -> ParsedReply:
     """Split a model's text into content and checked tool calls, tolerating fences and stray text.
 
     `truncated` says the reply was cut off by the token limit, which is named in the error.
+    `constrained` says the reply was decoded under the call grammar: cut off before its JSON closed, it
+    is reported as a cut call, never searched for a call (a complete inner object is not the call).
     """
     if not specs or choice == "none":
         return ParsedReply(content=text.strip())
     allowed = allowed_tools(specs, choice)
+    if constrained and truncated and not _is_one_json_value(text):
+        guessed = _NAME_IN_TEXT.search(text)
+        return ParsedReply(
+            content="",
+            invalid_tool_calls=[
+                invalid_tool_call(
+                    name=guessed.group(1) if guessed else None,
+                    args=text or None,
+                    id=f"call_{uuid.uuid4().hex[:12]}",
+                    error="the tool call was cut off by the token limit before it was complete; "
+                    "raise max_new_tokens or shorten the arguments",
+                )
+            ],
+        )
     found = _find_calls(text)
     if found:
         reply = ParsedReply(content=_without(text, [(start, end) for start, end, _ in found]))
@@ -297,6 +319,14 @@ def parse_reply(
             ],
         )
     return ParsedReply(content=text.strip())
+
+
+def _is_one_json_value(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _attempted_call(
@@ -428,7 +458,75 @@ def _bounded(node: Any, max_string_length: int | None, max_items: int | None) ->
         out.setdefault("maxItems", max_items)
     if max_string_length and out.get("type") == "integer" and "enum" not in out:
         out.setdefault("maximum", _MAX_BOUNDED_INTEGER)
+        out.setdefault("minimum", -_MAX_BOUNDED_INTEGER)
     return out
+
+
+_ESCAPED_CHAR_BYTES = 6  # the longest JSON spelling of one character: \uXXXX
+_FORMAT_BYTES = {"date": 10, "uuid": 36}
+
+
+def max_json_bytes(schema: dict[str, Any]) -> int | None:
+    """An upper bound on the bytes of any compact JSON value `schema` admits (", " and ": " separators),
+    hence on the tokens a constrained reply takes; None when some part is unbounded (a number, a string
+    without maxLength, an open object, a recursive reference)."""
+    return _max_bytes(schema, schema.get("$defs", {}), frozenset())
+
+
+def _max_bytes(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> int | None:
+    if node is True or not isinstance(node, dict):
+        return None
+    if "$ref" in node:
+        name = str(node["$ref"]).rsplit("/", 1)[-1]
+        if name in seen or name not in defs:
+            return None
+        return _max_bytes(defs[name], defs, seen | {name})
+    if "const" in node:
+        return len(json.dumps(node["const"]))
+    if "enum" in node:
+        return max(len(json.dumps(v)) for v in node["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            sizes = [_max_bytes(branch, defs, seen) for branch in node[key]]
+            return None if any(size is None for size in sizes) else max(s for s in sizes if s is not None)
+    kinds = node.get("type")
+    if isinstance(kinds, list):
+        sizes = [_max_bytes({**node, "type": kind}, defs, seen) for kind in kinds]
+        return None if any(size is None for size in sizes) else max(s for s in sizes if s is not None)
+    if kinds == "null":
+        return 4
+    if kinds == "boolean":
+        return 5
+    if kinds == "integer":
+        low, high = node.get("minimum"), node.get("maximum")
+        if low is None or high is None:
+            return None
+        return max(len(str(int(low))), len(str(int(high))))
+    if kinds == "string":
+        if "format" in node and "maxLength" not in node:
+            size = _FORMAT_BYTES.get(node["format"])
+            return None if size is None else size + 2
+        if "pattern" in node or "maxLength" not in node:
+            return None
+        return 2 + _ESCAPED_CHAR_BYTES * int(node["maxLength"])
+    if kinds == "array":
+        item = _max_bytes(node.get("items", True), defs, seen)
+        if item is None or "maxItems" not in node:
+            return None
+        count = int(node["maxItems"])
+        return 2 + count * item + max(count - 1, 0) * 2
+    if kinds == "object" or "properties" in node:
+        if node.get("additionalProperties", True) is not False:
+            return None
+        properties = node.get("properties", {})
+        fields = []
+        for name, sub in properties.items():
+            size = _max_bytes(sub, defs, seen)
+            if size is None:
+                return None
+            fields.append(len(json.dumps(name)) + 2 + size)  # "name": value
+        return 2 + sum(fields) + max(len(fields) - 1, 0) * 2
+    return None
 
 
 def _describe_error(error: Any) -> str:

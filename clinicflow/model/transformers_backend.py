@@ -36,7 +36,7 @@ from clinicflow.model.engine import EngineOptions, Quantization, default_dtype
 from clinicflow.model.errors import ModelDependencyError, ModelInputError, ModelLoadError, ModelNotFoundError
 from clinicflow.model.image_inputs import load_image
 from clinicflow.model.prompting import GEMMA3_CHAT_TEMPLATE, chat_turns, image_blocks, render_chat
-from clinicflow.model.tool_calls import ToolSpec, allowed_tools, call_json_schema, tool_prompt
+from clinicflow.model.tool_calls import ToolSpec, allowed_tools, call_json_schema, max_json_bytes, tool_prompt
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -267,6 +267,7 @@ class TransformersChatModel(PromptToolChatModel):
             specs,
             choice,
             truncated=stats["finish_reason"] == "length",
+            constrained=stats["constrained"],
             input_tokens=stats.pop("input_tokens"),
             output_tokens=stats.pop("output_tokens"),
             metadata={"model_name": Path(loaded.path).name, **stats},
@@ -405,6 +406,7 @@ class TransformersChatModel(PromptToolChatModel):
                 raise ModelInputError(
                     f"the JSON schema cannot be compiled to a grammar: {matcher.get_error()}"
                 )
+            max_new_tokens = constrained_budget(schema, max_new_tokens, room=limit - len(prompt_ids))
             forced = list(matcher.compute_ff_tokens())[: max(max_new_tokens - 1, 0)]
             if forced and not matcher.consume_tokens(forced):
                 raise RuntimeError(f"grammar rejected its own forced tokens: {matcher.get_error()}")
@@ -440,6 +442,7 @@ class TransformersChatModel(PromptToolChatModel):
             "finish_reason": finish_reason,
             "constrained": matcher is not None,
             "forced_tokens": len(forced),
+            "token_budget": max_new_tokens,
             "generation_s": round(output.generation_s, 3),
             "grammar_setup_s": round(grammar_s, 3),
             "tokens_per_s": round(len(generated) / output.generation_s, 2)
@@ -452,6 +455,15 @@ class TransformersChatModel(PromptToolChatModel):
         if output.grammar_error:
             stats["grammar_error"] = output.grammar_error
         return text, stats
+
+
+def constrained_budget(schema: dict[str, Any], requested: int, *, room: int) -> int:
+    """Tokens a constrained reply may take: enough for the longest value the schema admits (a token is at
+    least one byte), so the budget never cuts a call into invalid JSON, within the context's `room`."""
+    bound = max_json_bytes(schema)
+    if bound is None:
+        return requested
+    return max(requested, min(bound + 1, room))  # + 1: the stop token
 
 
 class _IncrementalText:

@@ -13,11 +13,13 @@ from clinicflow.model.tool_calls import (
     ToolSpec,
     call_json_schema,
     format_call,
+    max_json_bytes,
     normalize_tool_choice,
     parse_reply,
     tool_prompt,
     tool_specs,
 )
+from clinicflow.model.transformers_backend import constrained_budget
 from tests.unit.model.tools import TOOLS, Prescription, search_record
 
 SPECS = tool_specs(TOOLS)
@@ -124,6 +126,51 @@ def test_broken_json_becomes_an_invalid_call_with_the_parse_error() -> None:
 def test_a_truncated_reply_says_it_was_cut_off() -> None:
     reply = parse_reply('{"name": "search_record", "arguments": {"code": "1000', SPECS, "any", truncated=True)
     assert "cut off by the token limit" in (reply.invalid_tool_calls[0]["error"] or "")
+
+
+def test_a_cut_constrained_call_is_reported_as_cut_even_when_an_inner_object_is_complete() -> None:
+    facts = ToolSpec(
+        "record_facts",
+        "Record facts.",
+        {
+            "type": "object",
+            "properties": {"facts": {"type": "array", "items": {"type": "object"}}},
+            "required": ["facts"],
+        },
+    )
+    cut = '{"name": "record_facts", "arguments": {"facts": [{"text": "a", "cites": ["Observation/x"]}, {"te'
+    reply = parse_reply(cut, [facts], "record_facts", truncated=True, constrained=True)
+    assert reply.tool_calls == []
+    [bad] = reply.invalid_tool_calls
+    assert bad["name"] == "record_facts"
+    assert "cut off by the token limit before it was complete" in (bad["error"] or "")
+
+
+def test_the_byte_bound_of_a_schema_is_its_longest_compact_value() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "maxLength": 3},
+            "b": {"type": "integer", "minimum": -5, "maximum": 100},
+            "c": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
+            "d": {"type": "array", "items": {"enum": ["x", "yy"]}, "maxItems": 2},
+        },
+        "additionalProperties": False,
+    }
+    longest = {"a": "\x01\x01\x01", "b": 100, "c": False, "d": ["yy", "yy"]}
+    assert max_json_bytes(schema) == len(json.dumps(longest, separators=(", ", ": ")))
+    assert max_json_bytes({"type": "number"}) is None
+    assert max_json_bytes({"type": "string"}) is None
+    assert max_json_bytes({"type": "object", "properties": {}}) is None  # open: any key may follow
+
+
+def test_a_bounded_call_schema_gets_a_budget_its_longest_call_fits_in() -> None:
+    schema = call_json_schema(SPECS, max_string_length=8, max_items=4)
+    bound = max_json_bytes(schema)
+    assert bound is not None
+    assert constrained_budget(schema, 48, room=8000) == max(48, bound + 1)
+    assert constrained_budget(schema, 48, room=100) == max(48, 100)  # never past the context window
+    assert constrained_budget({"type": "number"}, 48, room=8000) == 48
 
 
 def test_an_unknown_tool_is_named_with_the_known_ones() -> None:
