@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from clinicflow.evals.ehrqa.generator import DEFAULT_PER_PATIENT, generate_questions, interleave
-from clinicflow.evals.ehrqa.questions import Question
+from clinicflow.evals.ehrqa.questions import Question, write_questions
 from clinicflow.evals.ehrqa.records import RecordsError, RecordSet, read_records, records_from_server
 from clinicflow.evals.ehrqa.runner import questions_digest
 from clinicflow.fhir import FhirClient, FhirError
@@ -98,7 +98,7 @@ async def _embedded(data: Path, workdir: Path, settings: Settings, echo: bool) -
             async with FhirClient(server.base_url, timeout=max(settings.fhir_timeout_s, 120.0)) as client:
                 report = await load_directory(client, data, progress=echo, after_load=server.analyze)
             if echo:
-                typer.echo(report.summary().splitlines()[0], err=True)
+                typer.echo(report.summary(), err=True)
             marker.write_text(json.dumps({"data": str(data.resolve()), "digest": digest}))
         yield server.base_url
     finally:
@@ -186,14 +186,18 @@ async def _main(
             records = await _records(data, client, patients)
         except RecordsError as exc:
             raise _Fail(str(exc)) from None
+        notes: list[str] = []
         questions = generate_questions(
             records,
             seed=seed,
             per_patient=per_patient,
             reference_date=reference_date,
             token_budget=settings.evidence_token_budget,
+            notes=notes,
         )
         selected = _select(questions, split, limit)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
         typer.echo(
             f"{len(questions)} questions generated for {len(records)} patients; {len(selected)} selected.",
             err=True,
@@ -204,6 +208,8 @@ async def _main(
             manifest_budget=settings.manifest_token_budget,
         )
         if check_retrieval:
+            path = write_questions(selected, out / "questions.jsonl")
+            typer.echo(f"Questions and answer keys: {path}", err=True)
             report = await run_check(selected, tools, on_miss=lambda m: typer.echo(str(m)))
             typer.echo(report.summary())
             return 1 if report.misses else 0

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from clinicflow.evals.ehrqa.categories import BUILDERS, Context, Corpus
+from clinicflow.evals.ehrqa.categories.conditions import snomed_coded_conditions
 from clinicflow.evals.ehrqa.facts import Concept, PatientFacts, extract_facts, person_name
 from clinicflow.evals.ehrqa.questions import CATEGORIES, Category, Question, Split
 from clinicflow.evals.ehrqa.records import PatientRecord, RecordSet, read_records
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_SPLIT",
     "assign_splits",
     "build_corpus",
+    "check_answer_balance",
     "generate_from_path",
     "generate_questions",
     "interleave",
@@ -35,6 +39,28 @@ DEFAULT_SPLIT = (0.5, 0.25, 0.25)
 """Train / val / test fractions of patients (the report used 42 / 20 / 19 patients)."""
 
 _SPLITS: tuple[Split, ...] = ("train", "val", "test")
+MIN_FOR_BALANCE = 4
+"""A category with at least this many questions must have more than one answer."""
+
+log = logging.getLogger(__name__)
+
+
+def check_answer_balance(questions: Sequence[Question]) -> tuple[list[Question], list[str]]:
+    """The questions without any category whose every answer is the same (a constant reply would score
+    100% on it), and a note naming each category dropped."""
+    answers: dict[str, Counter[str]] = {}
+    for q in questions:
+        answers.setdefault(q.category, Counter())[q.answer] += 1
+    constant = {
+        category: next(iter(counts))
+        for category, counts in answers.items()
+        if len(counts) == 1 and sum(counts.values()) >= MIN_FOR_BALANCE
+    }
+    notes = [
+        f"{category}: dropped, all {answers[category].total()} questions have the answer {answer!r}"
+        for category, answer in sorted(constant.items())
+    ]
+    return [q for q in questions if q.category not in constant], notes
 
 
 def build_corpus(facts: Iterable[PatientFacts]) -> Corpus:
@@ -159,11 +185,15 @@ def generate_questions(
     reference_date: dt.date | None = None,
     token_budget: int = 1200,
     split: Sequence[float] = DEFAULT_SPLIT,
+    notes: list[str] | None = None,
 ) -> list[Question]:
     """Questions for every patient, in patient order; each patient's list is interleaved by category.
 
     `reference_date` is the day "current" and "as of" questions refer to; by default each patient's
     latest recorded day. `token_budget` is the search tool's output budget that gold evidence must fit.
+    What was skipped or dropped, and why, is appended to `notes` when given (else logged as warnings):
+    categories whose answers would all be the same (see `check_answer_balance`), and the transitive
+    condition questions of patients whose conditions are not SNOMED CT coded.
     """
     if per_patient < 1:
         raise ValueError(f"per_patient must be at least 1, got {per_patient}")
@@ -172,14 +202,29 @@ def generate_questions(
     hierarchy = load_hierarchy()
     splits = assign_splits([f.patient_id for f in facts], seed, split)
     out: list[Question] = []
+    said: list[str] = []
+    not_snomed = 0
     for f in facts:
         ctx = Context(
             f, corpus, hierarchy, seed=seed, reference_date=reference_date, token_budget=token_budget
         )
+        not_snomed += bool(f.conditions) and not snomed_coded_conditions(ctx)
         candidates = {category: builder(ctx) for category, builder in BUILDERS.items()}
         digest = hashlib.sha256(f"select|{seed}|{f.patient_id}".encode()).digest()
         chosen = _select(candidates, per_patient, random.Random(int.from_bytes(digest[:8], "big")))
         out += [q.model_copy(update={"split": splits[f.patient_id]}) for q in chosen]
+    if not_snomed:
+        said.append(
+            f"condition_existence_transitive: skipped for {not_snomed} of {len(facts)} patients, whose "
+            "conditions are not SNOMED CT coded (the is-a table is SNOMED CT only)"
+        )
+    out, dropped = check_answer_balance(out)
+    said += dropped
+    if notes is not None:
+        notes += said
+    else:
+        for note in said:
+            log.warning("EHRQA questions: %s", note)
     return out
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import copy
+from pathlib import Path
+from typing import Any
 
-from clinicflow.evals.ehrqa.generator import assign_splits, generate_questions
+from clinicflow.evals.ehrqa.generator import assign_splits, check_answer_balance, generate_questions
 from clinicflow.evals.ehrqa.questions import CATEGORIES, Question
-from clinicflow.evals.ehrqa.records import RecordSet
-from tests.unit.ehrqa.fixtures import PATIENT_ID
+from clinicflow.evals.ehrqa.records import RecordSet, read_records
+from tests.unit.ehrqa.fixtures import PATIENT_ID, synthea_style_bundles, write_bundles
 
 
 def test_every_category_and_answer_form_is_generated(all_questions: list[Question]) -> None:
@@ -93,3 +96,47 @@ def test_splits_are_by_patient_and_deterministic() -> None:
     assert counts == {"train": 5, "val": 3, "test": 2} or counts == {"train": 5, "val": 2, "test": 3}
     assert set(assign_splits(["a", "b", "c"], seed=0).values()) == {"train", "val", "test"}
     assert assign_splits(["only"], seed=0)["only"] in ("train", "val", "test")
+
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def _icd_coded(bundles: dict[str, Any]) -> dict[str, Any]:
+    """The bundles with every Condition coded in ICD-10-CM instead of SNOMED CT (as other generators do)."""
+    out = copy.deepcopy(bundles)
+    for bundle in out.values():
+        for number, entry in enumerate(bundle.get("entry", [])):
+            resource = entry["resource"]
+            if resource["resourceType"] == "Condition":
+                display = resource["code"]["coding"][0].get("display")
+                resource["code"] = {
+                    "coding": [{"system": ICD10CM, "code": f"Z{number:02d}.9", "display": display}]
+                }
+    return out
+
+
+def test_an_icd_coded_cohort_gets_no_transitive_questions_and_is_told_why(tmp_path: Path) -> None:
+    records = read_records(write_bundles(_icd_coded(synthea_style_bundles()), tmp_path))
+    notes: list[str] = []
+    questions = generate_questions(records, seed=0, per_patient=10_000, notes=notes)
+    assert questions
+    assert not [q for q in questions if q.category == "condition_existence_transitive"]
+    assert any("condition_existence_transitive: skipped for 1 of 1 patients" in n for n in notes), notes
+
+
+def test_no_category_keeps_a_single_constant_answer(all_questions: list[Question]) -> None:
+    answers = collections.defaultdict(set)
+    for q in all_questions:
+        answers[q.category].add(q.answer)
+    assert all(len(a) > 1 for a in answers.values()), dict(answers)
+
+
+def test_a_category_with_one_answer_for_all_is_dropped_and_named(all_questions: list[Question]) -> None:
+    noes = [
+        q.model_copy(update={"category": "condition_existence_transitive", "answer": "no"})
+        for q in all_questions[:5]
+    ]
+    others = [q for q in all_questions if q.category != "condition_existence_transitive"]
+    kept, notes = check_answer_balance([*others, *noes])
+    assert kept == others
+    assert notes == ["condition_existence_transitive: dropped, all 5 questions have the answer 'no'"]

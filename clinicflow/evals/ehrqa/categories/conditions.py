@@ -12,7 +12,13 @@ from clinicflow.evals.ehrqa.facts import SNOMED, Concept, ConditionFact, norm_te
 from clinicflow.evals.ehrqa.questions import Category, GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
 
-__all__ = ["CondGroup", "condition_existence", "condition_existence_transitive", "condition_groups"]
+__all__ = [
+    "CondGroup",
+    "condition_existence",
+    "condition_existence_transitive",
+    "condition_groups",
+    "snomed_coded_conditions",
+]
 
 _ACTIVE = frozenset({"active", "recurrence", "relapse"})
 _RESOLVED = frozenset({"inactive", "remission", "resolved"})
@@ -53,6 +59,12 @@ class CondGroup:
 def condition_groups(ctx: Context) -> list[CondGroup]:
     """Conditions grouped by code: only codes with a display that no other code shares, none tainted."""
     return ctx.code_groups("condition", ctx.facts.conditions, CondGroup)
+
+
+def snomed_coded_conditions(ctx: Context) -> bool:
+    """Whether the patient's conditions carry SNOMED CT codes (what the is-a table knows); False for a
+    record coded in ICD-10-CM alone, say."""
+    return any(f.concept is not None and f.concept.system == SNOMED for f in ctx.facts.conditions)
 
 
 def _newest(ctx: Context, refs: Sequence[str], call: GoldCall) -> list[str]:
@@ -236,6 +248,8 @@ def condition_existence(ctx: Context) -> list[Question]:
 def condition_existence_transitive(ctx: Context) -> list[Question]:
     """Any kind of X (through the is-a table): yes/no, which option, first diagnosis, how many kinds."""
     cat: Category = "condition_existence_transitive"
+    if not snomed_coded_conditions(ctx):
+        return []  # the is-a table is SNOMED CT: on other codes every question would be a "no"
     hierarchy = ctx.hierarchy
     groups = {g.concept.code: g for g in condition_groups(ctx)}
     present_codes = ctx.facts.codes.get("condition", set())
