@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from clinicflow.cli.progress import ProgressBar
 from clinicflow.settings import Settings
 from clinicflow.tools.guidelines import (
     NO_GUIDELINES,
@@ -63,12 +64,24 @@ def index_command(
     source = directory or SHIPPED_CORPUS
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        report = GuidelineIndex(path).index_directory(source, rebuild=rebuild)
+        with ProgressBar("Encoding guidelines", "passage") as bar:
+            report = GuidelineIndex(path).index_directory(source, rebuild=rebuild, progress=bar)
     except GuidelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(report.summary())
     typer.echo(f"index: {path}")
+
+
+def _index_starter_corpus_once(path: Path) -> None:
+    """Index the shipped starter corpus into an index holding no documents (a fresh machine)."""
+    guideline_index = GuidelineIndex(path)
+    if guideline_index.document_count():
+        return
+    typer.echo(f"Indexing the starter guideline corpus into {path} (first search only)...", err=True)
+    with ProgressBar("Encoding guidelines", "passage") as bar:
+        report = guideline_index.index_directory(SHIPPED_CORPUS, progress=bar)
+    typer.echo(report.summary(), err=True)
 
 
 @guidelines_app.command("search")
@@ -82,10 +95,14 @@ def search_command(
     tag: Annotated[list[str] | None, typer.Option(help="Only documents with this tag (repeatable).")] = None,
     budget: Annotated[int, typer.Option(help="Token budget for the printed passages.")] = 1200,
 ) -> None:
-    """Print the top passages for QUERY, each under its [guideline: <doc> § <section>] citation."""
+    """Print the top passages for QUERY, each under its [guideline: <doc> § <section>] citation.
+
+    The default index, when empty, is first filled with the shipped starter corpus."""
     path = index or default_index_path()
     filters = SearchFilters(document=document, section_prefix=section, tags=tuple(tag or ()))
     try:
+        if index is None:
+            _index_starter_corpus_once(path)
         text = GuidelineSearcher(path).answer(query, k, token_budget=budget, mode=mode.value, filters=filters)
     except GuidelineError as exc:
         typer.echo(f"error: {exc}", err=True)

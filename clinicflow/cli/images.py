@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from clinicflow.cli.progress import ProgressBar
 from clinicflow.settings import Settings
 
 __all__ = ["images_app"]
@@ -83,7 +84,8 @@ def index_command(
             device=device,
             dtype=dtype,
         ) as image_index:
-            report = index_folder(image_index, folder, patient_id=patient)
+            with ProgressBar("Indexing images", "image") as bar:
+                report = index_folder(image_index, folder, patient_id=patient, progress=bar)
             typer.echo(report.summary())
             typer.echo(f"index {image_index.path}: {image_index.count()} images")
 

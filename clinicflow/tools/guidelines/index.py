@@ -6,7 +6,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ __all__ = ["SHIPPED_CORPUS", "GuidelineIndex", "IndexReport", "SearchFilters", "
 
 SHIPPED_CORPUS = Path(__file__).resolve().parent / "corpus"
 SCHEMA_VERSION = "1"
+_ENCODE_SLICE = 64  # passages encoded between two progress reports
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -214,16 +215,27 @@ class GuidelineIndex:
             return int(conn.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def index_directory(
-        self, root: Path, *, rebuild: bool = False, max_words: int = DEFAULT_MAX_WORDS
+        self,
+        root: Path,
+        *,
+        rebuild: bool = False,
+        max_words: int = DEFAULT_MAX_WORDS,
+        progress: Callable[[int, int], None] | None = None,
     ) -> IndexReport:
-        """Index every supported file under `root` (a folder or one file); unreadable files are skipped."""
+        """Index every supported file under `root` (a folder or one file); unreadable files are skipped.
+        `progress(done, total)` is called as passages are encoded."""
         if not root.exists():
             raise GuidelineQueryError(f"no such file or folder: {root}")
         documents, skipped = load_documents(root, max_words=max_words)
-        return self.add_documents(documents, skipped=skipped, rebuild=rebuild)
+        return self.add_documents(documents, skipped=skipped, rebuild=rebuild, progress=progress)
 
     def add_documents(
-        self, documents: Sequence[Document], *, skipped: Sequence[SkippedFile] = (), rebuild: bool = False
+        self,
+        documents: Sequence[Document],
+        *,
+        skipped: Sequence[SkippedFile] = (),
+        rebuild: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> IndexReport:
         """Insert or replace documents (matched by file path); unchanged ones are not re-encoded."""
         report = IndexReport(skipped=list(skipped))
@@ -244,7 +256,7 @@ class GuidelineIndex:
             else:
                 todo.append((doc, fp))
         texts = [embedding_text(d.title, c.section, c.text) for d, _ in todo for c in d.chunks]
-        vectors = self.embedder.encode(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
+        vectors = self._encode(texts, progress)
         with self._connect(write=True) as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -282,6 +294,15 @@ class GuidelineIndex:
             report.total_documents = int(conn.execute("SELECT count(*) FROM documents").fetchone()[0])
             report.total_chunks = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
         return report
+
+    def _encode(self, texts: Sequence[str], progress: Callable[[int, int], None] | None) -> np.ndarray:
+        """The passages' vectors, encoded in slices so that `progress` can follow."""
+        slices = []
+        for start in range(0, len(texts), _ENCODE_SLICE):
+            slices.append(self.embedder.encode(texts[start : start + _ENCODE_SLICE]))
+            if progress is not None:
+                progress(min(start + _ENCODE_SLICE, len(texts)), len(texts))
+        return np.concatenate(slices) if slices else np.zeros((0, self.embedder.dim), np.float32)
 
     @staticmethod
     def _delete_path(conn: sqlite3.Connection, path: str) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from clinicflow.cli.guidelines import default_index_path, guidelines_app
 from clinicflow.settings import Settings
 from clinicflow.tools.guidelines import NO_GUIDELINES
+from clinicflow.tools.guidelines import index as guideline_index
+from tests.unit.guidelines.helpers import HashEmbedder
 
 runner = CliRunner()
 
@@ -49,3 +52,19 @@ def test_search_with_bad_k_and_broken_index(tmp_path: Path) -> None:
     result = runner.invoke(guidelines_app, ["search", "x", "--k", "0", "--index", str(tmp_path / "g.sqlite")])
     assert result.exit_code == 1
     assert "k must be between" in result.output
+
+
+def test_the_first_search_on_a_fresh_machine_indexes_the_starter_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLINICFLOW_CACHE_DIR", str(tmp_path))
+    embedder = HashEmbedder()
+    monkeypatch.setattr(guideline_index, "default_embedder", lambda: embedder)
+    result = runner.invoke(guidelines_app, ["search", "hemoglobin A1c target in diabetes", "--k", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Indexing the starter guideline corpus" in result.output
+    assert "Encoding guidelines: 100%" in result.output
+    assert NO_GUIDELINES not in result.stdout
+    assert "[guideline:" in result.stdout
+    again = runner.invoke(guidelines_app, ["search", "sepsis fluids", "--k", "1"])
+    assert "Indexing" not in again.output  # once only
