@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clinicflow.api.audit import AuditingTransport
 from clinicflow.api.auth import AuthError, ForbiddenError, JwtVerifier, PatientAccess
+from clinicflow.api.cds_hooks import cds_router
 from clinicflow.api.checkpoints import open_service_checkpointer
 from clinicflow.api.config import ApiSettings
 from clinicflow.api.events import EventBus
@@ -274,6 +275,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(cds_router)
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

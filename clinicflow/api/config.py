@@ -54,6 +54,15 @@ class ApiSettings(Settings):
     auth_jwt_algorithms: str = Field("RS256,RS384,ES256,ES384", description="Accepted JWT algorithms.")
     auth_scope_claim: str = Field("scope", description="JWT claim holding the space-separated scopes.")
 
+    cds_time_budget_s: float = Field(
+        5.0, gt=0, description="Longest a CDS Hooks call may take; past it the answer is a card saying so."
+    )
+    cds_fhir_servers: str = Field(
+        "",
+        description="Comma-separated FHIR base URLs a CDS Hooks client may name as `fhirServer` (read with "
+        "its `fhirAuthorization`); the service's own FHIR server is always allowed.",
+    )
+
     fhir_smart_client_id: str | None = Field(
         None, description="SMART backend-services client id for the outbound FHIR connection."
     )
@@ -75,6 +84,10 @@ class ApiSettings(Settings):
     def plugin_specs(self) -> list[str]:
         """The configured plugin hooks, in order."""
         return [p.strip() for p in self.api_plugins.split(",") if p.strip()]
+
+    def cds_fhir_server_list(self) -> list[str]:
+        """FHIR servers CDS Hooks clients may have the service read, besides its own."""
+        return [u.strip() for u in self.cds_fhir_servers.split(",") if u.strip()]
 
     def jwt_algorithms(self) -> list[str]:
         """Accepted JWT signing algorithms."""
