@@ -11,6 +11,7 @@ from clinicflow.cli.eval_medagentbench import medagentbench
 from clinicflow.cli.fhir import fhir_app
 from clinicflow.cli.guidelines import guidelines_app
 from clinicflow.cli.images import images_app
+from clinicflow.cli.mcp import mcp
 from clinicflow.cli.model import model_app
 from clinicflow.cli.serve import serve
 
@@ -18,6 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agentic clin
 app.command()(ask)
 app.command()(demo)
 app.command()(serve)
+app.command()(mcp)
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(guidelines_app, name="guidelines")
 app.add_typer(model_app, name="model")
