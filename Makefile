@@ -38,7 +38,7 @@ ADAPTER_WORK ?= adapter-work
 adapter: install
 	$(VENV)/bin/clinicflow model make-data --out $(ADAPTER_WORK)/data --seed 1001 --patients 16 --per-patient 40 --max-per-group 12
 	$(VENV)/bin/clinicflow model train $(ADAPTER_WORK)/data/train.jsonl --val $(ADAPTER_WORK)/data/val.jsonl \
-	  --out $(ADAPTER_WORK)/run --seed 1001 --lr 4e-4 --grad-accum 4 --max-tokens 2048
+	  --out $(ADAPTER_WORK)/run --seed 1001 --epochs 0.5 --lr 4e-4 --grad-accum 4 --max-tokens 2048
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
