@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 
 from clinicflow.cli.guidelines import default_index_path
+from clinicflow.evals.ehrqa.generator import generate_questions
+from clinicflow.evals.ehrqa.questions import Question
+from clinicflow.evals.ehrqa.records import read_records
+from clinicflow.evals.ehrqa.scoring import score
 from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.fhir.demo import demo_patient_ids, ensure_demo_cohort, ensure_demo_server, free_port
 from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer, EmbeddedServerError
@@ -33,16 +37,21 @@ from clinicflow.graphs.ehr_qa import (
     run_ehr_qa,
 )
 from clinicflow.model import ModelError, load_chat_model
+from clinicflow.model.tuned_model import TUNED_MODEL_NAME
 from clinicflow.settings import Settings
 from clinicflow.tools import make_fhir_tools, make_guideline_tool, make_image_tools
 from clinicflow.tools.guidelines import GuidelineError, GuidelineIndex
 from clinicflow.tools.images import ImageIndex, ImageToolError
 
-__all__ = ["DEMO_QUESTION", "ask", "demo"]
+__all__ = ["DEMO_QTYPE", "ask", "demo", "demo_question"]
 
-DEMO_QUESTION = "What was the patient's most recent blood pressure?"
-# The CPU default is slow and not instruction tuned: the demo bounds its run to keep it short.
-DEMO_LIMITS = {"max_steps": 2, "max_new_tokens": 96}
+_T = TypeVar("_T")
+
+DEMO_QTYPE = "obs_latest"
+"""The demo asks the EHRQA harness's question of this type about the last demo patient, so that its
+answer key (generated from the record, never by a model) can be printed beside the model's answer."""
+# On the CPU default the demo bounds its run to keep it short.
+DEMO_LIMITS = {"max_steps": 2, "max_new_tokens": 192}
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -138,7 +147,7 @@ async def answer_question(
         async with open_checkpointer(settings.checkpoint_path()) as saver:
             graph = build_ehr_qa_graph(
                 model,
-                [*make_fhir_tools(client), *extra_tools],
+                [*make_fhir_tools(client, manifest_budget=settings.manifest_token_budget), *extra_tools],
                 checkpointer=saver,
                 max_steps=settings.max_steps,
             )
@@ -182,9 +191,9 @@ async def _ask(
             )
 
 
-def _run(coro: object) -> EhrQaResult:
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except FhirError as exc:
         raise _fail(str(exc)) from None
     except EhrQaInputError as exc:
@@ -197,7 +206,10 @@ def _run(coro: object) -> EhrQaResult:
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Local model folder (MedGemma); default: CLINICFLOW_MODEL, else 270M."),
+    typer.Option(
+        "--model",
+        help="Model folder (MedGemma) or built-in name; default: CLINICFLOW_MODEL, else the tuned 270M.",
+    ),
 ]
 ModelUrlOpt = Annotated[
     str | None, typer.Option("--model-url", help="OpenAI-compatible base URL (vLLM, llama-server, ...).")
@@ -245,28 +257,43 @@ def ask(
         raise typer.Exit(1)
 
 
-async def _demo(settings: Settings, model: str | None, model_url: str | None) -> EhrQaResult:
+def demo_question(cohort: Path, patient: str) -> Question:
+    """The harness question the demo asks: the first of `DEMO_QTYPE` for the patient (question seed 0)."""
+    records = read_records(cohort)
+    for question in generate_questions(records, seed=0):
+        if question.patient_id == patient and question.qtype == DEMO_QTYPE:
+            return question
+    raise _fail(f"the demo cohort has no {DEMO_QTYPE} question for Patient/{patient}")
+
+
+def _print_key(question: Question, result: EhrQaResult) -> None:
+    correct = score(question, result.answer)
+    typer.echo(f"Answer key (EHRQA harness, from the record): {question.answer_text}")
+    typer.echo(f"Key rests on: {', '.join(question.gold_ids)}")
+    cited = [c for c in question.gold_ids if c in result.citations]
+    typer.echo(
+        f"Scored by the harness: {'correct' if correct else 'wrong'}; key resources cited: {cited or 'none'}"
+    )
+
+
+async def _demo(settings: Settings, model: str | None, model_url: str | None) -> tuple[Question, EhrQaResult]:
     if not (model or model_url or settings.model or settings.model_url):
         settings = settings.model_copy(update=DEMO_LIMITS)
-        typer.echo(f"CPU default model (Gemma 3 270M, a base model): run bounded to {DEMO_LIMITS}.")
+        typer.echo(
+            f"CPU default model ({TUNED_MODEL_NAME}, Gemma 3 270M + LoRA): run bounded to {DEMO_LIMITS}."
+        )
     cohort = await asyncio.to_thread(ensure_demo_cohort, settings.cache_dir)
     patient = demo_patient_ids(cohort)[-1]
+    question = await asyncio.to_thread(demo_question, cohort, patient)
     typer.echo("Starting the embedded FHIR server with the demo cohort ...")
     server = await ensure_demo_server(settings.cache_dir, port=free_port())
     try:
         typer.echo(f"FHIR server: {server.base_url}")
         typer.echo("Loading the model ...")
         chat = await asyncio.to_thread(_load_model, settings, model, model_url)
-        typer.echo(f"Patient/{patient}: {DEMO_QUESTION}")
-        return await answer_question(
-            settings,
-            server.base_url,
-            chat,
-            patient,
-            DEMO_QUESTION,
-            None,
-            extra_tools=guideline_tools(settings, None),
-        )
+        typer.echo(f"Patient/{patient}: {question.text}")
+        result = await answer_question(settings, server.base_url, chat, patient, question.text, None)
+        return question, result
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -274,7 +301,8 @@ async def _demo(settings: Settings, model: str | None, model_url: str | None) ->
 def demo(model: ModelOpt = None, model_url: ModelUrlOpt = None) -> None:
     """Start the embedded FHIR server with the cached demo cohort and answer one question end to end."""
     settings = Settings()
-    result = _run(_demo(settings, model, model_url))
+    question, result = _run(_demo(settings, model, model_url))
     _print(result)
+    _print_key(question, result)
     if result.status == "failed":
         raise typer.Exit(1)

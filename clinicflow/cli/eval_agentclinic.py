@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 __all__ = ["agentclinic"]
 
-_SPEC = "Model spec: default (Gemma 3 270M), a local model folder, or openai:URL[#model]."
+_SPEC = (
+    "Model spec: default (the tuned Gemma 3 270M), a model folder or built-in name, or openai:URL[#model]."
+)
 
 
 def agentclinic(

@@ -26,6 +26,7 @@ from clinicflow.evals.ehrqa.records import RecordsError, RecordSet, read_records
 from clinicflow.evals.ehrqa.runner import questions_digest
 from clinicflow.fhir import FhirClient, FhirError
 from clinicflow.fhir.loader import fhir_files
+from clinicflow.model.tuned_model import TUNED_MODEL_NAME
 from clinicflow.settings import Settings
 
 __all__ = ["EvalMode", "SplitChoice", "ehrqa"]
@@ -274,7 +275,11 @@ async def _evaluate(
         answerers["agentic"] = AgenticRunner(chat_model, tools, max_steps=max_steps).answer
     run_info = {
         "questions_sha256": digest,
-        "model": model_url or model or settings.model_url or settings.model or "gemma-3-270m (default)",
+        "model": model_url
+        or model
+        or settings.model_url
+        or settings.model
+        or f"default ({TUNED_MODEL_NAME})",
         "seed": seed,
         "per_patient": per_patient,
         "context_tokens": context_tokens,
@@ -373,7 +378,8 @@ def ehrqa(
         EvalMode, typer.Option(help="full (whole record in the prompt), agentic, or both.")
     ] = EvalMode.both,
     model: Annotated[
-        str | None, typer.Option(help="Local model folder (default: settings / Gemma 3 270M).")
+        str | None,
+        typer.Option(help="Model folder or built-in name (default: settings, else the tuned 270M)."),
     ] = None,
     model_url: Annotated[str | None, typer.Option(help="OpenAI-compatible model server URL.")] = None,
     patients: Annotated[int | None, typer.Option(min=1, help="Use only the first N patients.")] = None,

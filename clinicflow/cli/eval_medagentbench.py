@@ -144,7 +144,7 @@ async def _main(
                 "functions": str(funcs) if funcs else "built-in",
                 "model": None
                 if chat is None
-                else (model_url or model or settings.model or "default (Gemma 3 270M)"),
+                else (model_url or model or settings.model or "default (clinicflow-270m-ehr-v1)"),
             },
             on_task=on_task,
         )
@@ -184,7 +184,9 @@ def medagentbench(
     out: Annotated[Path, typer.Option("--out", help="Output folder for results and report.")] = Path(
         "medagentbench-out"
     ),
-    model: Annotated[str | None, typer.Option("--model", help="Local model folder; default 270M.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model folder or built-in name; default the tuned 270M.")
+    ] = None,
     model_url: Annotated[str | None, typer.Option("--model-url", help="OpenAI-compatible base URL.")] = None,
     max_rounds: Annotated[int, typer.Option("--max-rounds", min=1, help="Turns per task.")] = 8,
     max_response_chars: Annotated[

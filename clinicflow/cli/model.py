@@ -25,7 +25,10 @@ model_app = typer.Typer(
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Local model folder (MedGemma); default: CLINICFLOW_MODEL, else 270M."),
+    typer.Option(
+        "--model",
+        help="Model folder (MedGemma) or built-in name; default: CLINICFLOW_MODEL, else the tuned 270M.",
+    ),
 ]
 ModelUrlOpt = Annotated[
     str | None, typer.Option("--model-url", help="OpenAI-compatible base URL (vLLM, llama-server, ...).")

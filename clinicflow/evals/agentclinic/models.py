@@ -1,4 +1,4 @@
-"""Model specs for the four roles: `default` (Gemma 3 270M), a local folder, or `openai:URL[#model]`."""
+"""Model specs for the four roles: `default` (the tuned 270M), a local folder, or `openai:URL[#model]`."""
 
 from __future__ import annotations
 
