@@ -190,10 +190,10 @@ class EhrQaNodes:
                 )
         planner_tools = PLANNER.tools(tools)
         self._hidden_args = hidden_args(planner_tools)
-        # The manifest is read once, on the first step; the planner then chooses among the searches.
-        choices = [t for t in planner_tools if t.name != self.manifest_tool]
-        self.planner_tool_names = [t.name for t in choices]
-        self._planner = model.bind_tools(choices, tool_choice=PLANNER.tool_choice)
+        # The first step reads the manifest without asking the model. The planner is offered the same
+        # tools at every step (the manifest too), as the fine-tuning examples show them.
+        self.planner_tool_names = [t.name for t in planner_tools]
+        self._planner = model.bind_tools(planner_tools, tool_choice=PLANNER.tool_choice)
         self._model = model
         self.tool_node = ToolNode(
             planner_tools, name="retrieve", handle_tool_errors=False, awrap_tool_call=_GUARDED_TOOL_CALL

@@ -86,7 +86,7 @@ async def test_full_run_plans_retrieves_extracts_and_answers_with_citations() ->
 
     planner, _, extractor, answerer = model.calls
     assert planner.tool_choice == "any"
-    assert planner.tool_names == ["search_record", FINISH_TOOL_NAME]  # the manifest is read once, up front
+    assert planner.tool_names == ["record_manifest", "search_record", FINISH_TOOL_NAME]  # as in training data
     assert "Observation: 3 resources" in planner.text, "the planner sees the manifest before choosing"
     assert (extractor.tool_names, extractor.tool_choice) == (["record_facts"], "record_facts")
     assert "8.4 % [Observation/obs-a1c-1]" in extractor.text

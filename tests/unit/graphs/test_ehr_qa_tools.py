@@ -117,6 +117,7 @@ async def test_planner_calls_guideline_search_and_the_answer_cites_it_with_a_rec
     assert result.citations == [A1C, TARGET]
     assert result.answer == f"7.9 % on 2023-04-02 [{A1C}], above the usual goal below 7% [{TARGET}]"
     assert model.calls[0].tool_names == [
+        "record_manifest",
         "search_record",
         "search_guidelines",
         FINISH_TOOL_NAME,
