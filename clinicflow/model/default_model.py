@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MODEL_MAX_ITEMS",
     "DEFAULT_MODEL_MAX_STRING_LENGTH",
     "MARKER_FILE",
+    "build_once",
     "default_model_dir",
     "ensure_default_model",
 ]
@@ -50,17 +51,27 @@ def default_model_dir(cache_dir: Path) -> Path:
 
 def ensure_default_model(cache_dir: Path, *, progress: bool = True) -> Path:
     """The converted Gemma 3 270M folder; converts the packaged GGUF first if needed (process-safe)."""
-    target = default_model_dir(cache_dir)
-    if (target / MARKER_FILE).is_file():
+    return build_once(
+        default_model_dir(cache_dir), MARKER_FILE, lambda work: _convert(work, progress=progress)
+    )
+
+
+def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`target`, built by `build(work_dir)` unless its `marker` file exists; one process builds, others wait.
+
+    The build goes to a private folder that replaces `target` only when complete, so a crash leaves
+    no half-written model behind.
+    """
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{DEFAULT_MODEL_DIRNAME}.lock"):
-        if (target / MARKER_FILE).is_file():
+    with _exclusive(target.parent / f".{target.name}.lock"):
+        if (target / marker).is_file():
             return target
-        work = target.parent / f".{DEFAULT_MODEL_DIRNAME}.tmp-{os.getpid()}"
+        work = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         try:
-            _convert(work, progress=progress)
+            build(work)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(work, target)
         finally:

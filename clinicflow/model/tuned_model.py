@@ -8,12 +8,10 @@ base model and saved as a plain folder under `<cache_dir>/models/<name>`, which 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from importlib.resources import files
 from pathlib import Path
 
-from clinicflow.model.default_model import _exclusive, ensure_default_model
+from clinicflow.model.default_model import build_once, ensure_default_model
 from clinicflow.model.errors import ModelDependencyError, ModelLoadError
 
 __all__ = [
@@ -49,19 +47,7 @@ def ensure_tuned_model(cache_dir: Path, *, progress: bool = True, name: str = TU
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"the packaged adapter {name} is missing from {adapter}")
     base = ensure_default_model(cache_dir, progress=progress)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{name}.lock"):
-        if (target / TUNED_MARKER_FILE).is_file():
-            return target
-        work = target.parent / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            _merge(base, adapter, work)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(work, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    return build_once(target, TUNED_MARKER_FILE, lambda work: _merge(base, adapter, work))
 
 
 def _merge(base: Path, adapter: Path, out_dir: Path) -> None:
