@@ -81,6 +81,9 @@ _STATUSES = frozenset(
 _STEM = 5
 
 
+_AFFIRMATIVE = re.compile(r"^\s*yes\b", re.IGNORECASE)
+
+
 @dataclass
 class ClaimCheck:
     """One claim, the citations it was checked against, and what was verified or found unsupported."""
@@ -240,6 +243,11 @@ def _check_claim(
                 return check
         check.verified.append(f"no retrieved line names {' '.join(subject)!r}")
         return check
+    clinical = [c for c in citations if not c.startswith("Patient/")]
+    if _AFFIRMATIVE.match(body) and not clinical:
+        check.supported = False
+        check.problems.append("a yes resting on no clinical resource (the Patient resource records none)")
+        return check
     for day in _DATE.findall(body):
         if any(d.startswith(day) for d in cited_days) or day in question_dates:
             check.verified.append(f"date {day}")
@@ -263,7 +271,7 @@ def _check_claim(
             unit,
             written,
             cited_quantities,
-            len(citations),
+            len(clinical),
             [*cited_days, *question_dates],
             counting,
         )

@@ -76,3 +76,16 @@ async def test_the_graph_removes_unsupported_claims_and_ends_unsupported_when_no
     assert result.status == "answered"
     assert result.answer == f"The latest HbA1c is 7.9 % [{A1C}]"
     assert result.citations == [A1C]
+
+
+def test_a_yes_or_a_count_resting_on_the_patient_resource_alone_is_unsupported() -> None:
+    from clinicflow.graphs.ehr_qa.claims import check_answer
+
+    patient = {"text": "Patient Ann Lee; female; born 1975-08-31", "citations": ["Patient/p1"]}
+    condition = {"text": "2020-01-02 Asthma (disorder); active", "citations": ["Condition/c1"]}
+    (yes_alone,) = check_answer("yes", ["Patient/p1"], [patient], "Has the patient ever had asthma?")
+    assert not yes_alone.supported
+    (yes_cited,) = check_answer("yes", ["Condition/c1"], [patient, condition], "Has the patient had asthma?")
+    assert yes_cited.supported
+    (count,) = check_answer("1", ["Patient/p1"], [patient], "How many doses of Tdap had the patient received?")
+    assert not count.supported
