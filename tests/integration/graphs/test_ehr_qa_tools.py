@@ -193,7 +193,7 @@ async def test_gemma_270m_runs_the_graph_with_fhir_and_guideline_tools(
     assert {"model", "tool"} <= kinds
     assert any(e.kind == "model" and e.name == "planner" and e.tokens_in for e in result.trace)
     assert result.steps <= max_steps
-    assert result.status in ("answered", "not_found", "failed")
+    assert result.status in ("answered", "not_found", "unsupported", "failed")
     retrieved = {c for e in result.evidence for c in e.citations}
     assert set(result.citations) <= retrieved
     assert set(citations_in(result.answer)) <= retrieved
