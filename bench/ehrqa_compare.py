@@ -22,10 +22,21 @@ from machine import machine
 from clinicflow.evals.ehrqa.scoring import CATEGORIES, summarize
 
 
-def _run(folder: Path, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    manifest = json.loads((folder / "run.json").read_text())
+def _results(folder: Path, mode: str) -> dict[str, dict[str, Any]]:
     lines = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
-    return manifest, summarize(r for r in lines if r.get("mode") == mode)
+    return {r["question_id"]: r for r in lines if r.get("mode") == mode}
+
+
+def _grounding(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much of the accuracy rests on evidence: gold recall, and right answers citing a clinical resource."""
+    clinical = [
+        r for r in results if r["correct"] and any(not c.startswith("Patient/") for c in r["citations"])
+    ]
+    recall = [r["evidence_recall"] for r in results if r.get("evidence_recall") is not None]
+    return {
+        "correct_citing_a_clinical_resource": len(clinical),
+        "evidence_recall_mean": sum(recall) / len(recall) if recall else None,
+    }
 
 
 def main() -> None:
@@ -36,10 +47,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.names.split(",")
-    runs = {name: _run(folder, args.mode) for name, folder in zip(names, args.folders, strict=True)}
-    digests = {m.get("questions_sha256") for m, _ in runs.values()}
+    manifests = [json.loads((folder / "run.json").read_text()) for folder in args.folders]
+    digests = {m.get("questions_sha256") for m in manifests}
     if len(digests) != 1:
         sys.exit("the two runs hold different question sets; rerun with the same data, seed and options")
+    results = [_results(folder, args.mode) for folder in args.folders]
+    # Only the questions both runs finished, so a run cut short is compared on the same questions.
+    common = sorted(set(results[0]) & set(results[1]))
+    print(f"{len(common)} questions finished by both runs ({len(results[0])} and {len(results[1])} in all)")
+    runs = {
+        name: (manifest, {**summarize(done[q] for q in common), **_grounding([done[q] for q in common])})
+        for name, manifest, done in zip(names, manifests, results, strict=True)
+    }
     print(f"{'category':34} " + " ".join(f"{n:>14}" for n in names))
     for c in CATEGORIES:
         cells = []
@@ -49,11 +68,14 @@ def main() -> None:
         print(f"{c:34} " + " ".join(f"{cell:>14}" for cell in cells))
     means = [s["mean_category_accuracy"] for _, s in runs.values()]
     print(f"{'mean over categories':34} " + " ".join(f"{100 * (m or 0):13.1f}%" for m in means))
+    for key in ("correct_citing_a_clinical_resource", "evidence_recall_mean"):
+        print(f"{key:34} " + " ".join(f"{s[key] or 0:14.3g}" for _, s in runs.values()))
     if args.json:
         out = {
             "machine": machine(),
             "mode": args.mode,
             "questions_sha256": digests.pop(),
+            "questions_compared": len(common),
             "runs": {
                 name: {"model": m.get("model"), "max_steps": m.get("max_steps"), **s}
                 for name, (m, s) in runs.items()
