@@ -28,7 +28,7 @@ def _results(folder: Path, mode: str) -> dict[str, dict[str, Any]]:
 
 
 def _grounding(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """How much of the accuracy rests on evidence: gold recall, and right answers citing a clinical resource."""
+    """How much accuracy rests on evidence: gold recall, and right answers citing a clinical resource."""
     clinical = [
         r for r in results if r["correct"] and any(not c.startswith("Patient/") for c in r["citations"])
     ]
