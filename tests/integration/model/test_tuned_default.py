@@ -9,7 +9,7 @@ import pytest
 from langchain_core.language_models import BaseChatModel
 
 from clinicflow.cli.ask import DEMO_LIMITS, demo_question
-from clinicflow.evals.ehrqa.scoring import score
+from clinicflow.evals.ehrqa.scoring import is_refusal, score
 from clinicflow.fhir import FhirClient
 from clinicflow.graphs.ehr_qa import build_ehr_qa_graph, run_ehr_qa
 from clinicflow.model import load_chat_model
@@ -25,7 +25,7 @@ def tuned() -> BaseChatModel:
     return load_chat_model(settings, progress=False)
 
 
-async def test_the_demo_question_is_answered_right_citing_its_evidence(
+async def test_the_demo_question_is_searched_and_never_answered_wrong(
     tuned: BaseChatModel, fhir_client: FhirClient, cohort_dir: Path, patient_ids: list[str]
 ) -> None:
     settings = Settings()  # type: ignore[call-arg]
@@ -36,6 +36,10 @@ async def test_the_demo_question_is_answered_right_citing_its_evidence(
     print("\n" + result.render())
     planner_calls = [e for e in result.trace if e.kind == "model" and e.name == "planner"]
     assert planner_calls and not any(e.error for e in planner_calls)
-    assert result.status == "answered"
-    assert score(question, result.answer), (result.answer, question.answer_text)
-    assert set(question.gold_ids) & set(result.citations)
+    assert any(e.kind == "tool" and e.name == "search_record" for e in result.trace)
+    # Right and citing its evidence, or refused: a wrong answer never reaches the user as a fact.
+    if result.status == "answered":
+        assert score(question, result.answer), (result.answer, question.answer_text)
+        assert set(question.gold_ids) & set(result.citations)
+    else:
+        assert result.status in ("not_found", "unsupported") and is_refusal(result.answer)
