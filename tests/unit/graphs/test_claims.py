@@ -87,5 +87,5 @@ def test_a_yes_or_a_count_resting_on_the_patient_resource_alone_is_unsupported()
     assert not yes_alone.supported
     (yes_cited,) = check_answer("yes", ["Condition/c1"], [patient, condition], "Has the patient had asthma?")
     assert yes_cited.supported
-    (count,) = check_answer("1", ["Patient/p1"], [patient], "How many doses of Tdap had the patient received?")
+    (count,) = check_answer("1", ["Patient/p1"], [patient], "How many Tdap doses had the patient received?")
     assert not count.supported
