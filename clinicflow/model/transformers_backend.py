@@ -74,14 +74,18 @@ class LoadedModel:
     """Held while the model runs a batch."""
     _ll_tokenizer: Any = field(default=None, repr=False)
     _ll_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _scheduler: BatchScheduler | None = field(default=None, repr=False)
+    _schedulers: dict[tuple[int, float], BatchScheduler] = field(default_factory=dict, repr=False)
 
     def scheduler(self, *, max_batch: int = 64, window_s: float = 0.005) -> BatchScheduler:
-        """The batch scheduler of this model, started on first use (settings of the first caller win)."""
+        """The batch scheduler of this model for these settings, started on first use.
+
+        One per (max_batch, window): a caller with a long window never holds up another's requests.
+        """
         with self._ll_lock:
-            if self._scheduler is None:
-                self._scheduler = BatchScheduler(self.run_batch, max_batch=max_batch, window_s=window_s)
-            return self._scheduler
+            key = (max_batch, window_s)
+            if key not in self._schedulers:
+                self._schedulers[key] = BatchScheduler(self.run_batch, max_batch=max_batch, window_s=window_s)
+            return self._schedulers[key]
 
     def run_batch(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         """Generate one group of compatible requests together (what the scheduler calls)."""
