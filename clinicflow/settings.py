@@ -56,5 +56,15 @@ class Settings(BaseSettings):
     checkpoint_db: Path | None = Field(None, description="SQLite checkpoint file; default in cache_dir.")
     database_url: str | None = Field(None, description="SQLAlchemy URL for runs/audit; Postgres at scale.")
 
+    # Traces
+    otel_endpoint: str | None = Field(
+        None,
+        description="OpenTelemetry collector base URL (OTLP/HTTP, e.g. http://collector:4318); unset: none.",
+    )
+    otel_service_name: str = Field("clinicflow", description="`service.name` of the exported spans.")
+    otel_capture_content: bool = Field(
+        False, description="Put messages, tool arguments and results (patient data) in spans."
+    )
+
     def checkpoint_path(self) -> Path:
         return self.checkpoint_db or self.cache_dir / "checkpoints.sqlite"

@@ -21,6 +21,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from langchain_core.language_models import BaseChatModel
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +40,7 @@ from clinicflow.api.store import Store
 from clinicflow.api.workers import QueueFullError, WorkerPool
 from clinicflow.api.workflows import WorkflowDeps, WorkflowRegistry, default_registry, load_plugins
 from clinicflow.fhir import FhirClient
+from clinicflow.graphs.telemetry import INSTRUMENTATION, tracer_provider
 
 __all__ = ["BodyLimitMiddleware", "create_app", "model_loader"]
 
@@ -202,9 +204,11 @@ def create_app(
     *,
     model: BaseChatModel | None = None,
     registry: WorkflowRegistry | None = None,
+    tracing: TracerProvider | None = None,
 ) -> FastAPI:
     """The API application. `model` and `registry` replace the configured model and workflows (tests,
-    embedding); plugins named by `api_plugins` are loaded into the registry either way."""
+    embedding), `tracing` the span provider built from the `otel_*` settings; plugins named by
+    `api_plugins` are loaded into the registry either way."""
     settings = settings or ApiSettings()  # type: ignore[call-arg]
     registry = registry or default_registry()
     load_plugins(registry, settings.plugin_specs())
@@ -214,6 +218,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            provider = tracing or tracer_provider(
+                settings.otel_service_name, otlp_endpoint=settings.otel_endpoint
+            )
+            if tracing is None:
+                stack.callback(provider.shutdown)  # flushes what the batch exporter still holds
             store = Store(settings.store_url(), pool_size=settings.api_workers + 16)
             stack.push_async_callback(store.close)
             await store.init()
@@ -238,6 +247,7 @@ def create_app(
                 workers=settings.api_workers,
                 max_queued=settings.api_max_queued,
                 lease_s=settings.api_lease_s,
+                tracer=provider.get_tracer(INSTRUMENTATION),
             )
             jwt_verifier = (
                 JwtVerifier(

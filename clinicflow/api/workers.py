@@ -24,6 +24,8 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from clinicflow.api.audit import AuditScope, audit_scope, cited_references, provenance
 from clinicflow.api.events import (
@@ -42,13 +44,14 @@ from clinicflow.api.events import (
 from clinicflow.api.metrics import Metrics
 from clinicflow.api.store import NewAudit, NewEvent, RunRow, Store, utcnow
 from clinicflow.api.workflows import Workflow, WorkflowDeps, WorkflowRegistry, jsonable
+from clinicflow.graphs.hidden_args import RUNTIME_ARGS
+from clinicflow.graphs.telemetry import INSTRUMENTATION, SpanRecorder
 
 __all__ = ["QueueFullError", "RunContext", "RunObserver", "WorkerPool"]
 
 log = logging.getLogger(__name__)
 
 StartReason = Literal["new", "approval", "recovery", "resume"]
-_HIDDEN_TOOL_ARGS = frozenset({"patient_id", "state", "store", "runtime", "tool_call_id", "config"})
 _MAX_SUMMARY = 240
 
 
@@ -166,7 +169,7 @@ class RunObserver(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name = str(serialized.get("name") or kwargs.get("name") or "tool")
-        args = jsonable({k: v for k, v in (inputs or {}).items() if k not in _HIDDEN_TOOL_ARGS})
+        args = jsonable({k: v for k, v in (inputs or {}).items() if k not in RUNTIME_ARGS})
         self._tools[run_id] = (time.perf_counter(), name, args)
         self.ctx.emit(TOOL_CALL, {"tool": name, "args": args})
 
@@ -220,8 +223,10 @@ class WorkerPool:
         workers: int,
         max_queued: int,
         lease_s: float,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
+        self.tracer = tracer or trace.get_tracer(INSTRUMENTATION)
         self.registry = registry
         self.deps = deps
         self.bus = bus
@@ -333,6 +338,12 @@ class WorkerPool:
         self.metrics.runs_resumed.inc()
         return self.submit(run_id, "recovery")
 
+    def _spans(self, run: RunRow) -> SpanRecorder:
+        capture = self.deps.settings.otel_capture_content
+        return SpanRecorder(
+            self.tracer, workflow=run.workflow, run_id=run.id, thread_id=run.id, capture_content=capture
+        )
+
     # -- execution ------------------------------------------------------------------------------
 
     async def _run(self, run_id: str, reason: StartReason) -> None:
@@ -360,7 +371,7 @@ class WorkerPool:
         ctx = RunContext(run, self.store, self.bus)
         config: RunnableConfig = {
             "configurable": {"thread_id": run.id},
-            "callbacks": [RunObserver(ctx, self.metrics)],
+            "callbacks": [RunObserver(ctx, self.metrics), self._spans(run)],
         }
         with audit_scope(ctx.scope):
             try:

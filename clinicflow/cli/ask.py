@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from clinicflow.cli.guidelines import default_index_path
 from clinicflow.evals.ehrqa.generator import generate_questions
@@ -36,6 +41,7 @@ from clinicflow.graphs.ehr_qa import (
     open_checkpointer,
     run_ehr_qa,
 )
+from clinicflow.graphs.telemetry import INSTRUMENTATION, SpanRecorder, span_json, tracer_provider
 from clinicflow.model import ModelError, load_chat_model
 from clinicflow.model.tuned_model import TUNED_MODEL_NAME
 from clinicflow.settings import Settings
@@ -129,6 +135,7 @@ async def answer_question(
     thread_id: str | None,
     *,
     extra_tools: Sequence[BaseTool] = (),
+    callbacks: Sequence[BaseCallbackHandler] = (),
 ) -> EhrQaResult:
     """Check the patient exists, then run the EHR QA graph with patient-scoped FHIR tools and any
     `extra_tools` (guideline search, image search). `model` may be a loader, called once the patient
@@ -151,7 +158,16 @@ async def answer_question(
                 checkpointer=saver,
                 max_steps=settings.max_steps,
             )
-            return await run_ehr_qa(graph, question, patient_id, thread_id=thread_id)
+            config: RunnableConfig = {"callbacks": list(callbacks)}
+            return await run_ehr_qa(graph, question, patient_id, thread_id=thread_id, config=config)
+
+
+def _write_spans(path: Path, memory: InMemorySpanExporter) -> None:
+    text = json.dumps(span_json(memory.get_finished_spans()), indent=1)
+    if str(path) == "-":
+        typer.echo(text)
+    else:
+        path.write_text(text + "\n", encoding="utf-8")
 
 
 def _print(result: EhrQaResult) -> None:
@@ -176,6 +192,7 @@ async def _ask(
     guidelines: bool | None = None,
     image_index: Path | None = None,
     encoder: Path | None = None,
+    spans: SpanRecorder | None = None,
 ) -> EhrQaResult:
     with image_tools(image_index, encoder) as images:
         extra = [*guideline_tools(settings, guidelines), *images]
@@ -186,8 +203,9 @@ async def _ask(
                 lambda: _load_model(settings, model, model_url),
                 patient,
                 question,
-                thread,
+                spans.thread_id if spans else thread,
                 extra_tools=extra,
+                callbacks=[spans] if spans else [],
             )
 
 
@@ -246,13 +264,40 @@ def ask(
     guidelines: GuidelinesOpt = None,
     image_index: ImageIndexOpt = None,
     encoder: EncoderOpt = None,
+    trace_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--trace-json",
+            help="Write the run's OpenTelemetry spans as JSON to this file ('-': stdout); "
+            "the same spans CLINICFLOW_OTEL_ENDPOINT receives.",
+        ),
+    ] = None,
 ) -> None:
     """Answer a question about one patient's record, citing the FHIR resources it rests on."""
     settings = Settings()
-    result = _run(
-        _ask(settings, patient, question, model, model_url, thread, guidelines, image_index, encoder)
+    memory = InMemorySpanExporter()
+    provider = tracer_provider(
+        settings.otel_service_name,
+        otlp_endpoint=settings.otel_endpoint,
+        exporters=[memory] if trace_json else [],
     )
+    spans = SpanRecorder(
+        provider.get_tracer(INSTRUMENTATION),
+        workflow="ehr_qa",
+        thread_id=thread or uuid.uuid4().hex,
+        capture_content=settings.otel_capture_content,
+    )
+    try:
+        result = _run(
+            _ask(
+                settings, patient, question, model, model_url, thread, guidelines, image_index, encoder, spans
+            )
+        )
+    finally:
+        provider.shutdown()
     _print(result)
+    if trace_json is not None:
+        _write_spans(trace_json, memory)
     if result.status == "failed":
         raise typer.Exit(1)
 

@@ -12,7 +12,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool
 
-__all__ = ["hidden_args", "input_fields", "strip_hidden_args"]
+__all__ = ["RUNTIME_ARGS", "hidden_args", "input_fields", "strip_hidden_args"]
+
+RUNTIME_ARGS = frozenset({"patient_id", "state", "store", "runtime", "tool_call_id", "config"})
+"""Arguments tools receive from the graph or runtime, never shown in traces or audit rows."""
 
 
 def input_fields(tool: BaseTool) -> dict[str, Any]:
