@@ -32,6 +32,7 @@ from clinicflow.api.cds_hooks import cds_router
 from clinicflow.api.checkpoints import open_service_checkpointer
 from clinicflow.api.config import ApiSettings
 from clinicflow.api.events import EventBus
+from clinicflow.api.mcp_service import MCP_ANY_HOST, build_api_mcp_server
 from clinicflow.api.metrics import Metrics, MetricsMiddleware
 from clinicflow.api.routes import AuthFailureSampler, Services, router
 from clinicflow.api.scripted import SCRIPTED_PREFIX, load_scripted_model
@@ -276,6 +277,7 @@ def create_app(
             if resumed:
                 log.info("resumed %d interrupted runs: %s", len(resumed), ", ".join(resumed))
             stack.push_async_callback(pool.stop)
+            await stack.enter_async_context(mcp.session_manager.run())
             yield
 
     app = FastAPI(
@@ -286,6 +288,8 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(cds_router)
+    mcp = build_api_mcp_server(app, settings, lambda: app.state.services)
+    app.mount("/mcp", mcp.streamable_http_app(streamable_http_path="/", host=MCP_ANY_HOST))
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

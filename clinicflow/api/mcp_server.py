@@ -31,7 +31,13 @@ from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.tools import RecordQuery, RecordReader, ToolFailed, make_fhir_tools
 from clinicflow.tools.fhir_tools import BadToolArguments, ResourceType
 
-__all__ = ["McpPatientError", "PatientBoundServer", "build_mcp_server", "open_mcp_server"]
+__all__ = [
+    "McpPatientError",
+    "PatientBoundServer",
+    "add_record_tools",
+    "build_mcp_server",
+    "open_mcp_server",
+]
 
 INSTRUCTIONS = (
     "Tools over one patient's FHIR record, bound when this server started: every answer cites "
@@ -45,11 +51,12 @@ class McpPatientError(ValueError):
 
 
 class PatientBoundServer(MCPServer):
-    """An MCPServer that refuses arguments a tool does not declare, so no call can name a patient."""
+    """An MCPServer that refuses arguments a tool does not declare, so no call can name a patient.
+    `patient()` is the session's patient: fixed at start (stdio) or read from the caller's token."""
 
-    def __init__(self, patient_id: str, **kwargs: Any) -> None:
+    def __init__(self, patient: Callable[[], str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.patient_id = patient_id
+        self.patient = patient
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         tool = self._tool_manager.get_tool(name)
@@ -58,9 +65,52 @@ class PatientBoundServer(MCPServer):
             if unknown:
                 raise ToolError(
                     f"{name} takes no argument {', '.join(map(repr, unknown))}: this session is bound to "
-                    f"Patient/{self.patient_id}, and no call can name another patient"
+                    f"Patient/{self.patient()}, and no call can name another patient"
                 )
         return await super().call_tool(name, arguments, context)
+
+
+def add_record_tools(
+    server: PatientBoundServer, reader: Callable[[], RecordReader], guidelines: BaseTool | None = None
+) -> None:
+    """`record_manifest`, `search_record`, and `search_guidelines` given an index: the session patient."""
+
+    @server.tool()
+    async def record_manifest() -> str:
+        """Overview of the patient's record: resource types with counts and date spans, and the most
+        frequent codes per type. Call it first to choose what to search."""
+        try:
+            return await reader().manifest_text(server.patient())
+        except (FhirError, ToolFailed) as exc:
+            raise _tool_error(exc) from None
+
+    @server.tool()
+    async def search_record(
+        resource_type: ResourceType,
+        code: str | None = None,
+        text: str | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        limit: int = 25,
+    ) -> str:
+        """Search the patient's record for one resource type; cited lines, newest first.
+
+        code: a code from the manifest ("4548-4"), "system|code", or words of a code's display name;
+        text: words that must all appear in a line; date_from / date_to: YYYY-MM-DD (or YYYY-MM, YYYY);
+        limit: most resources to list (1-100)."""
+        try:
+            query = RecordQuery.parse(resource_type, code, text, date_from, date_to, limit)
+            return await reader().search_text(server.patient(), query)
+        except (BadToolArguments, ToolFailed, FhirError) as exc:
+            raise _tool_error(exc) from None
+
+    if guidelines is not None:
+        index = guidelines
+
+        @server.tool()
+        async def search_guidelines(query: str, k: int = 5) -> str:
+            """Search the clinical guideline index; passages cited [guideline: <title> § <section>]."""
+            return str(await index.ainvoke({"query": query, "k": k}))
 
 
 @dataclass
@@ -114,45 +164,9 @@ def build_mcp_server(
         manifest_budget=settings.manifest_token_budget,
     )
     server = PatientBoundServer(
-        patient_id, name="clinicflow", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
+        lambda: patient_id, name="clinicflow", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
     )
-
-    @server.tool()
-    async def record_manifest() -> str:
-        """Overview of the patient's record: resource types with counts and date spans, and the most
-        frequent codes per type. Call it first to choose what to search."""
-        try:
-            return await reader.manifest_text(patient_id)
-        except (FhirError, ToolFailed) as exc:
-            raise _tool_error(exc) from None
-
-    @server.tool()
-    async def search_record(
-        resource_type: ResourceType,
-        code: str | None = None,
-        text: str | None = None,
-        date_from: str | None = None,
-        date_to: str | None = None,
-        limit: int = 25,
-    ) -> str:
-        """Search the patient's record for one resource type; cited lines, newest first.
-
-        code: a code from the manifest ("4548-4"), "system|code", or words of a code's display name;
-        text: words that must all appear in a line; date_from / date_to: YYYY-MM-DD (or YYYY-MM, YYYY);
-        limit: most resources to list (1-100)."""
-        try:
-            query = RecordQuery.parse(resource_type, code, text, date_from, date_to, limit)
-            return await reader.search_text(patient_id, query)
-        except (BadToolArguments, ToolFailed, FhirError) as exc:
-            raise _tool_error(exc) from None
-
-    if guideline_index is not None:
-        guidelines = session.guideline_tools()[0]
-
-        @server.tool()
-        async def search_guidelines(query: str, k: int = 5) -> str:
-            """Search the clinical guideline index; passages cited [guideline: <title> § <section>]."""
-            return str(await guidelines.ainvoke({"query": query, "k": k}))
+    add_record_tools(server, lambda: reader, next(iter(session.guideline_tools()), None))
 
     @server.tool()
     async def ask(question: str) -> dict[str, Any]:
