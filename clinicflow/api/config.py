@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from clinicflow.settings import Settings
 
@@ -61,6 +61,20 @@ class ApiSettings(Settings):
         "",
         description="Comma-separated FHIR base URLs a CDS Hooks client may name as `fhirServer` (read with "
         "its `fhirAuthorization`); the service's own FHIR server is always allowed.",
+    )
+
+    console_session_key: SecretStr | None = Field(
+        None,
+        description="Secret that signs and encrypts the console's session cookies; unset: a random one per "
+        "process (sessions then end when it restarts and do not cross replicas).",
+    )
+    console_session_hours: float = Field(
+        8.0, gt=0, le=168, description="How long a console login lasts before it asks again."
+    )
+    console_reports_dir: Path | None = Field(
+        None,
+        description="Folder of eval run folders (each with report.json and its plots) shown at "
+        "/console/reports.",
     )
 
     fhir_smart_client_id: str | None = Field(
