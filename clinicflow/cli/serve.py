@@ -5,6 +5,7 @@ Exit codes: 0 stopped normally (or key created); 2 bad settings or options.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,14 +34,23 @@ def serve(
             "patient:<id>|*, group:<id>, audit."
         ),
     ] = "workflow:* read patient:*",
+    reports: Annotated[
+        Path | None,
+        typer.Option(
+            "--reports",
+            help="Runs folder whose eval reports /console/reports shows (CLINICFLOW_CONSOLE_REPORTS_DIR).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the clinicflow HTTP API (runs, events, approvals, audit, metrics) with uvicorn."""
+    """Serve the clinicflow HTTP API (runs, events, approvals, audit, metrics) and /console with uvicorn."""
     from pydantic import ValidationError
 
     from clinicflow.api.config import ApiSettings
 
     try:
-        overrides = {"api_workers": workers} if workers is not None else {}
+        overrides: dict[str, object] = {"api_workers": workers} if workers is not None else {}
+        if reports is not None:
+            overrides["console_reports_dir"] = reports
         settings = ApiSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise _fail(f"Bad settings: {exc}") from None

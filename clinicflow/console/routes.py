@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from clinicflow.api.routes import RunId, _visible_run, decide, list_runs, services
 from clinicflow.api.schemas import ApprovalIn
 from clinicflow.api.store import NewAudit
-from clinicflow.console import reports, runs
 from clinicflow.console.present import Order, apply_edits, evidence_of, order_of
 from clinicflow.console.records import patient_labels
+from clinicflow.console.reports import router as reports_router
+from clinicflow.console.runs import router as runs_router
 from clinicflow.console.session import (
     checked_form,
     codec,
@@ -175,5 +176,5 @@ async def decide_form(run_id: RunId, request: Request) -> Response:
     return RedirectResponse(f"{PREFIX}/runs/{run_id}", status_code=303)
 
 
-console_router.include_router(runs.router)
-console_router.include_router(reports.router)
+console_router.include_router(runs_router)
+console_router.include_router(reports_router)
