@@ -40,7 +40,6 @@ from clinicflow.api.smart import smart_auth_from_settings
 from clinicflow.api.store import Store
 from clinicflow.api.workers import QueueFullError, WorkerPool
 from clinicflow.api.workflows import WorkflowDeps, WorkflowRegistry, default_registry, load_plugins
-from clinicflow.console import console_router
 from clinicflow.fhir import FhirClient
 from clinicflow.graphs.telemetry import INSTRUMENTATION, tracer_provider
 
@@ -289,6 +288,8 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(cds_router)
+    from clinicflow.console import console_router  # not at the top: the console imports api.routes
+
     app.include_router(console_router)  # /console, outside the OpenAPI document
     mcp = build_api_mcp_server(app, settings, lambda: app.state.services)
     app.mount("/mcp", mcp.streamable_http_app(streamable_http_path="/", host=MCP_ANY_HOST))
