@@ -1,7 +1,9 @@
 """CDS Hooks 2.0 services, mounted in the API at `/cds-services`.
 
 - `clinicflow-patient-view` (hook `patient-view`): cards for the active problems, current medications
-  and allergies of the patient whose chart is opened, each line citing its `[Type/id]`.
+  and allergies of the patient whose chart is opened, each line citing its `[Type/id]`, and a warning
+  for each test a shipped guideline calls for that is overdue (`cds_monitoring.py`), citing the
+  Condition, the last result and the guideline section.
 - `clinicflow-order-sign` (hook `order-sign`): checks the draft orders (`context.draftOrders`, a Bundle
   of MedicationRequest / ServiceRequest) against the patient's allergies and active medications, and
   returns a warning card, with a suggestion to remove the draft, for each conflict.
@@ -20,12 +22,14 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
 from clinicflow.api.auth import ForbiddenError, Principal
+from clinicflow.api.cds_monitoring import Overdue, monitoring_codes, overdue_monitoring
 from clinicflow.api.cds_schemas import (
     SUMMARY_MAX,
     Action,
@@ -52,17 +56,24 @@ _SEARCHES = {
     "conditions": "Condition",
     "medications": "MedicationRequest",
     "allergies": "AllergyIntolerance",
+    "observations": "Observation",
 }
+# Observations: only the results the monitoring rules read.
+_SEARCH_PARAMS = {"observations": {"code": monitoring_codes()}}
 _PREFETCH = {"patient": f"Patient/{_PATIENT}"} | {
-    key: f"{rtype}?patient={_PATIENT}" for key, rtype in _SEARCHES.items()
+    key: f"{rtype}?patient={_PATIENT}" + "".join(f"&{k}={v}" for k, v in _SEARCH_PARAMS.get(key, {}).items())
+    for key, rtype in _SEARCHES.items()
 }
 SERVICES: dict[str, CdsService] = {
     "clinicflow-patient-view": CdsService(
         hook="patient-view",
         id="clinicflow-patient-view",
         title="clinicflow record summary",
-        description="Active problems, current medications and allergies, each citing its FHIR resource.",
-        prefetch={k: _PREFETCH[k] for k in ("patient", "conditions", "medications", "allergies")},
+        description="Active problems, current medications, allergies and overdue monitoring the guidelines "
+        "name, each citing its FHIR resources and guideline.",
+        prefetch={
+            k: _PREFETCH[k] for k in ("patient", "conditions", "medications", "allergies", "observations")
+        },
         usageRequirements="A bearer token with `read` and a patient scope for context.patientId.",
     ),
     "clinicflow-order-sign": CdsService(
@@ -169,8 +180,19 @@ def _list_card(title: str, resources: list[Mapping[str, Any]], path: str, rtype:
     )
 
 
-def patient_view_cards(record: Mapping[str, list[dict[str, Any]]]) -> list[Card]:
-    """Cards for the chart: active problems, active medications, allergies (empty lists get no card)."""
+def _overdue_card(item: Overdue) -> Card:
+    when = f"last {item.last_day.isoformat()}" if item.last_day else "none in the record"
+    return Card(
+        summary=_summary(f"{item.rule.name} overdue ({when}; every {item.rule.interval_days} days)"),
+        detail=item.line(),
+        indicator="warning",
+        source=Source(label=item.rule.citation().removeprefix("guideline: ")),
+    )
+
+
+def patient_view_cards(record: Mapping[str, list[dict[str, Any]]], today: date | None = None) -> list[Card]:
+    """Cards for the chart: active problems, active medications, allergies (empty lists get no card),
+    then one per test the guidelines call for that is overdue."""
     problems = _newest_first(active_conditions(record.get("conditions", [])))
     medications = _newest_first(active_medications(record.get("medications", [])))
     allergies = _newest_first(active_allergies(record.get("allergies", [])))
@@ -182,7 +204,8 @@ def patient_view_cards(record: Mapping[str, list[dict[str, Any]]]) -> list[Card]
     if allergy_card is not None and any(a.get("criticality") == "high" for a in allergies):
         allergy_card.indicator = "warning"
     cards.append(allergy_card)
-    return [c for c in cards if c is not None]
+    overdue = overdue_monitoring(problems, record.get("observations", []), today)
+    return [c for c in cards if c is not None] + [_overdue_card(item) for item in overdue]
 
 
 def _codings(concepts: Iterable[Any]) -> set[tuple[str, str]]:
@@ -424,7 +447,9 @@ class _Reader:
                         await client.read("Patient", patient_id)
                     for key in missing:
                         if key != "patient":
-                            search = client.search(_SEARCHES[key]).where(patient=patient_id)
+                            search = client.search(_SEARCHES[key]).where(
+                                patient=patient_id, **_SEARCH_PARAMS.get(key, {})
+                            )
                             found[key] = await search.all(limit=_MAX_FETCH)
                 except FhirNotFoundError:
                     raise CdsRequestError(404, f"no Patient/{patient_id} on {client.base_url}") from None

@@ -11,6 +11,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,62 @@ def test_discovery_lists_both_services_with_prefetch_templates(cds: Cds) -> None
     )
 
 
+def test_patient_view_warns_of_overdue_monitoring_citing_record_and_guideline(
+    cds: Cds, allergic: Any
+) -> None:
+    patient = allergic[0]
+    subject = {"reference": f"Patient/{patient}"}
+    diabetes = {
+        "resourceType": "Condition",
+        "id": "dm-1",
+        "subject": subject,
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes"}]},
+    }
+    old = (datetime.now(UTC) - timedelta(days=400)).date().isoformat()
+    recent = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+
+    def result(oid: str, code: str, day: str) -> dict[str, Any]:
+        coding = [{"system": "http://loinc.org", "code": code}]
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "subject": subject,
+            "code": {"coding": coding},
+            "status": "final",
+            "effectiveDateTime": day,
+        }
+
+    def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    prefetch = {
+        "patient": {"resourceType": "Patient", "id": patient},
+        "conditions": bundle(diabetes),
+        "medications": bundle(),
+        "allergies": bundle(),
+        "observations": bundle(
+            result("a1c-1", "4548-4", old),
+            result("gfr-1", "33914-3", recent),
+            result("acr-1", "9318-7", recent),
+        ),
+    }
+    context = {"userId": "Practitioner/1", "patientId": patient}
+    cards = _cards(cds.call("clinicflow-patient-view", _request("patient-view", context, prefetch=prefetch)))
+    overdue = [c for c in cards if "overdue" in c["summary"]]
+    assert len(overdue) == 1, [c["summary"] for c in cards]
+    card = overdue[0]
+    assert card["indicator"] == "warning" and card["summary"].startswith(f"HbA1c overdue (last {old}")
+    assert "[Condition/dm-1]" in card["detail"] and "[Observation/a1c-1]" in card["detail"]
+    assert (
+        "[guideline: Diabetes diagnosis, glycemic targets and monitoring § HbA1c monitoring frequency]"
+        in (card["detail"])
+    )
+    discovery = cds.client.get("/cds-services").json()["services"]
+    view = next(s for s in discovery if s["id"] == "clinicflow-patient-view")
+    assert view["prefetch"]["observations"].startswith("Observation?patient={{context.patientId}}&code=")
+
+
 def test_patient_view_from_the_server_cites_each_resource(cds: Cds, allergic: Any) -> None:
     patient, allergy_id, _ = allergic
     context = {"userId": "Practitioner/1", "patientId": patient}
@@ -206,6 +263,7 @@ def test_patient_view_honours_prefetch_and_drops_other_patients_resources(cds: C
         },
         "medications": empty,
         "allergies": empty,
+        "observations": empty,
     }
     context = {"userId": "Practitioner/1", "patientId": patient}
     cards = _cards(cds.call("clinicflow-patient-view", _request("patient-view", context, prefetch=prefetch)))
@@ -395,3 +453,35 @@ def test_past_the_time_budget_a_card_says_so(cds: Cds, allergic: Any) -> None:
     assert len(cards) == 1
     assert cards[0]["summary"] == "clinicflow ran out of time (1 s): the draft orders were NOT checked"
     assert cards[0]["indicator"] == "warning"
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_with_the_real_default_model_loaded_the_hooks_answer_within_the_budget(
+    tmp_path: Path, fhir_base_url: str, allergic: tuple[str, str, list[dict[str, Any]]]
+) -> None:
+    """The service with the tuned Gemma 3 270M loaded: cards come from the record, never a timeout card."""
+    from clinicflow.model import load_chat_model
+
+    patient, allergy_id, _ = allergic
+    database_url = f"sqlite:///{tmp_path}/api.sqlite"
+    token = create_api_key("reader", ["read", f"patient:{patient}"], database_url=database_url).token
+    settings = ApiSettings(  # type: ignore[call-arg]
+        cache_dir=tmp_path,
+        database_url=database_url,
+        checkpoint_db=tmp_path / "checkpoints.sqlite",
+        fhir_url=fhir_base_url,
+        api_workers=1,
+    )
+    model = load_chat_model(ApiSettings(), progress=False)  # type: ignore[call-arg]
+    with TestClient(create_app(settings, model=model)) as client:
+        cds = Cds(client, {"reader": token})
+        context = {"userId": "Practitioner/1", "patientId": patient}
+        view = _cards(cds.call("clinicflow-patient-view", _request("patient-view", context)))
+        sign = _cards(
+            cds.call(
+                "clinicflow-order-sign", _request("order-sign", _sign(patient, _order(LISINOPRIL, patient)))
+            )
+        )
+    assert view and not any("ran out of time" in c["summary"] for c in [*view, *sign])
+    assert any(f"AllergyIntolerance/{allergy_id}" in (c.get("detail") or "") for c in sign)
