@@ -105,9 +105,11 @@ def console_env(
         yield ConsoleEnv(server.url, fhir_base_url, tokens, patient_a, patient_b, server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(console_env: ConsoleEnv) -> Iterator[Any]:
-    """Headless Chromium; started after the servers, whose setup runs asyncio in this thread."""
+    """Headless Chromium, for one module: Playwright's sync API holds an event loop in the test thread
+    while it runs, so it starts after the servers (whose setup runs asyncio) and stops before other
+    modules' tests."""
     binary = chromium_path()
     if binary is None:
         pytest.skip(
