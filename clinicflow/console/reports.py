@@ -4,8 +4,7 @@ MedAgentBench success by task type, each with the plots its harness wrote beside
 
 A run folder is any folder, down to two levels below the runs folder, holding a `report.json` that one
 of the three harnesses wrote (`clinicflow.evals.*.report.write_report`); which one is read from its keys.
-The console reads that JSON and imports no harness, so `clinicflow.api` and `clinicflow.evals` stay
-independent.
+The console reads that JSON; from the harness it takes only the category titles.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from fastapi.responses import FileResponse
 from clinicflow.api.routes import services
 from clinicflow.console.session import visitor
 from clinicflow.console.web import ConsoleRoute, page
+from clinicflow.evals.ehrqa.questions import CATEGORY_TITLES
 
 __all__ = ["PLOTS", "RunReport", "find_reports", "router"]
 
@@ -109,7 +109,7 @@ def ehrqa_table(report: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for category, questions in by_category.items():  # the harness's category order
         cells = [(modes[m].get("categories") or {}).get(category) for m in modes]
-        title = category.replace("_", " ").capitalize()
+        title = CATEGORY_TITLES.get(category, category.replace("_", " ").capitalize())
         rows.append({"title": title, "questions": questions, "cells": cells})
     return {"modes": list(modes), "summaries": list(modes.values()), "rows": rows}
 
