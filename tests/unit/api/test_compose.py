@@ -49,3 +49,14 @@ def test_compose_wires_api_replicas_postgres_fhir_and_model(path: Path) -> None:
     assert env.get("CLINICFLOW_MODEL_NAME", "medgemma-27b-text-it") in command
     gpus = model["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d.get("capabilities", []) for d in gpus)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_the_api_replicas_export_traces_to_the_collector(path: Path) -> None:
+    services = _load(path)["services"]
+    endpoint = urlparse((services["api"].get("environment") or {})["CLINICFLOW_OTEL_ENDPOINT"])
+    assert endpoint.hostname in services, f"{endpoint.hostname} is a service of the file"
+    collector = services[str(endpoint.hostname)]
+    assert "jaeger" in str(collector["image"]) or "otel" in str(collector["image"])
+    assert endpoint.port == 4318, "OTLP over HTTP"
+    assert (collector.get("environment") or {}).get("COLLECTOR_OTLP_ENABLED") == "true"
