@@ -76,7 +76,8 @@ def serve(
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _stop)
+    # SIGINT too: a process started in the background by a script inherits SIGINT ignored.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     typer.echo(f"FHIR R4 server at {server.base_url} (data in {folder}); Ctrl-C to stop.")
     try:
         code = server.wait()
@@ -85,7 +86,8 @@ def serve(
         typer.echo("Stopping.")
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _parse_date(value: str) -> date:

@@ -18,10 +18,20 @@ pytestmark = pytest.mark.integration
 _RUN_GROUP = "from clinicflow.cli.fhir import fhir_app; fhir_app()"
 
 
-def test_serve_demo_answers_until_interrupted() -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    "inherited", ["default", "sigint_ignored"], ids=["foreground", "background-job"]
+)  # a job a script starts with `&` inherits SIGINT ignored; Ctrl-C must still stop the server
+def test_serve_demo_answers_until_interrupted(inherited: str) -> None:
     port = free_port()
     cmd = [sys.executable, "-c", _RUN_GROUP, "serve", "--port", str(port), "--demo"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    preexec = _ignore_sigint if inherited == "sigint_ignored" else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec
+    )
     try:
         assert proc.stdout is not None
         url = f"http://127.0.0.1:{port}/fhir"
