@@ -100,11 +100,11 @@ class _Runs:
                     f"the API refused the run ({created.status_code}): {created.json().get('detail')}"
                 )
             run = created.json()
-            async with asyncio.timeout(timeout_s):
-                while run["status"] not in _SETTLED:
-                    await asyncio.sleep(_POLL_S)
-                    run = (await http.get(f"/v1/runs/{run['id']}")).raise_for_status().json()
-            return dict(run)
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while run["status"] not in _SETTLED and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(_POLL_S)
+                run = (await http.get(f"/v1/runs/{run['id']}")).raise_for_status().json()
+            return dict(run)  # past the deadline: the run as it stands (it goes on; GET /v1/runs/{id})
 
 
 def _guideline_tool(settings: ApiSettings) -> BaseTool | None:
@@ -151,7 +151,8 @@ def build_api_mcp_server(
     @server.tool()
     async def ask(question: str) -> dict[str, Any]:
         """Answer a question about the patient's record with the ehr_qa workflow (a run of the API): the
-        answer, the [ResourceType/id] citations it rests on, and its status."""
+        answer, the [ResourceType/id] citations it rests on, and its status (a run still going after 10
+        minutes is returned as it stands; follow it at GET /v1/runs/{run_id})."""
         patient = token_patient()
         run = await runs.start_and_settle("ehr_qa", {"question": question, "patient_id": patient}, 600)
         result = run.get("result") or {}
