@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from clinicflow.api.store import StoredEvent
+from clinicflow.tools.render import quantity_text, value_text
 
 __all__ = [
     "EditableField",
@@ -44,27 +45,15 @@ def _concept(value: Any) -> str | None:
     return ", ".join(words) + (f" ({', '.join(codes)})" if codes else "")
 
 
-def _quantity(value: Any) -> str | None:
-    if not isinstance(value, Mapping) or value.get("value") is None:
-        return None
-    return f"{value['value']} {value.get('unit') or value.get('code') or ''}".strip()
-
-
 def _dose(resource: Mapping[str, Any]) -> str | None:
     """Dose or value, whichever the resource type carries."""
-    for key in ("valueQuantity", "quantityQuantity"):
-        if found := _quantity(resource.get(key)):
-            return found
-    for key in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
-        if resource.get(key) is not None:
-            return str(resource[key])
-    if found := _concept(resource.get("valueCodeableConcept")):
+    if found := value_text(resource) or quantity_text(resource.get("quantityQuantity")):
         return found
     doses = []
     for dosage in resource.get("dosageInstruction") or resource.get("dosage") or []:
         if not isinstance(dosage, Mapping):
             continue
-        rates = [_quantity(r.get("doseQuantity")) for r in dosage.get("doseAndRate") or []]
+        rates = [quantity_text(r.get("doseQuantity")) for r in dosage.get("doseAndRate") or []]
         doses.append(" ".join(x for x in [dosage.get("text"), *rates] if x))
     return "; ".join(d for d in doses if d) or None
 

@@ -20,9 +20,11 @@ __all__ = [
     "concept_text",
     "estimate_tokens",
     "human_name",
+    "quantity_text",
     "render_lines",
     "render_resource",
     "resource_date",
+    "value_text",
 ]
 
 Resource = Mapping[str, Any]
@@ -213,7 +215,8 @@ def _unit(quantity: Mapping[str, Any]) -> str:
     return "" if unit.startswith("{") and unit.endswith("}") else unit
 
 
-def _quantity(quantity: Any) -> str | None:
+def quantity_text(quantity: Any) -> str | None:
+    """A Quantity as text: comparator, number, and its unit as a reader writes it."""
     if not isinstance(quantity, Mapping) or quantity.get("value") is None:
         return None
     comparator = str(quantity.get("comparator") or "")
@@ -222,9 +225,10 @@ def _quantity(quantity: Any) -> str | None:
     return f"{text} {unit}" if unit else text
 
 
-def _value(element: Mapping[str, Any]) -> str | None:
+def value_text(element: Mapping[str, Any]) -> str | None:
+    """An element's value[x] as text (quantity, concept, string, boolean, ...), or None."""
     if "valueQuantity" in element:
-        return _quantity(element["valueQuantity"])
+        return quantity_text(element["valueQuantity"])
     if "valueCodeableConcept" in element:
         return concept_text(element["valueCodeableConcept"])
     if "valueString" in element:
@@ -242,10 +246,11 @@ def _value(element: Mapping[str, Any]) -> str | None:
         return f"{_day(period.get('start')) or '?'}–{_day(period.get('end')) or '?'}"
     if "valueRange" in element:
         rng = element["valueRange"] or {}
-        return f"{_quantity(rng.get('low')) or '?'}–{_quantity(rng.get('high')) or '?'}"
+        return f"{quantity_text(rng.get('low')) or '?'}–{quantity_text(rng.get('high')) or '?'}"
     if "valueRatio" in element:
         ratio = element["valueRatio"] or {}
-        return f"{_quantity(ratio.get('numerator')) or '?'}/{_quantity(ratio.get('denominator')) or '?'}"
+        top, bottom = quantity_text(ratio.get("numerator")), quantity_text(ratio.get("denominator"))
+        return f"{top or '?'}/{bottom or '?'}"
     if "valueSampledData" in element:
         return "sampled data"
     return None
@@ -261,7 +266,7 @@ def _components(components: Sequence[Any]) -> str | None:
             unit = _unit(sys_q)
             text = f"{_number(sys_q['value'])}/{_number(dia_q['value'])}"
             return f"{text} {unit}" if unit else text
-    parts = [f"{concept_text(c.get('code')) or 'component'}: {_value(c) or 'no value'}" for c in comps]
+    parts = [f"{concept_text(c.get('code')) or 'component'}: {value_text(c) or 'no value'}" for c in comps]
     return "; ".join(parts) or None
 
 
@@ -291,7 +296,7 @@ def _join(parts: Iterable[str | None]) -> str:
 
 def _observation(r: Resource, refs: References) -> str:
     value = _components(r["component"]) if r.get("component") else None
-    value = value or _value(r) or (concept_text(r.get("dataAbsentReason")) and "no value")
+    value = value or value_text(r) or (concept_text(r.get("dataAbsentReason")) and "no value")
     interp = _concepts(r.get("interpretation"), 1)
     extras = [
         interp if interp and len(interp) <= _SHORT_INTERPRETATION else None,
@@ -333,7 +338,7 @@ def _dosage(dosages: Any) -> str | None:
             continue
         parts: list[str] = []
         for dose_rate in dosage.get("doseAndRate") or []:
-            dose = _quantity((dose_rate or {}).get("doseQuantity"))
+            dose = quantity_text((dose_rate or {}).get("doseQuantity"))
             if dose:
                 parts.append(f"dose {dose}")
         repeat = _get(dosage, "timing.repeat") or {}
