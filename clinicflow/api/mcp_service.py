@@ -31,7 +31,7 @@ from clinicflow.api.config import ApiSettings
 from clinicflow.api.mcp_server import INSTRUCTIONS, PatientBoundServer, add_record_tools
 from clinicflow.api.routes import Services
 from clinicflow.tools import RecordReader, make_guideline_tool
-from clinicflow.tools.guidelines import GuidelineError, GuidelineIndex
+from clinicflow.tools.guidelines import default_index_path, indexed_guidelines
 
 __all__ = ["MCP_ANY_HOST", "ApiTokenVerifier", "build_api_mcp_server", "token_patient"]
 
@@ -108,11 +108,8 @@ class _Runs:
 
 
 def _guideline_tool(settings: ApiSettings) -> BaseTool | None:
-    path = settings.cache_dir / "guidelines.sqlite"
-    try:
-        return make_guideline_tool(path) if path.exists() and GuidelineIndex(path).document_count() else None
-    except GuidelineError:
-        return None
+    path = indexed_guidelines(default_index_path(settings))
+    return make_guideline_tool(path) if path else None
 
 
 def build_api_mcp_server(

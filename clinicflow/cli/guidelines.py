@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from clinicflow.cli.progress import ProgressBar
-from clinicflow.settings import Settings
 from clinicflow.tools.guidelines import (
     NO_GUIDELINES,
     SHIPPED_CORPUS,
@@ -18,6 +17,7 @@ from clinicflow.tools.guidelines import (
     GuidelineIndex,
     GuidelineSearcher,
     SearchFilters,
+    default_index_path,
 )
 
 __all__ = ["default_index_path", "guidelines_app"]
@@ -35,11 +35,6 @@ class SearchMode(StrEnum):
     hybrid = "hybrid"
     bm25 = "bm25"
     dense = "dense"
-
-
-def default_index_path(settings: Settings | None = None) -> Path:
-    """Where the guideline index lives unless `--index` says otherwise."""
-    return (settings or Settings()).cache_dir / "guidelines.sqlite"
 
 
 IndexOption = Annotated[

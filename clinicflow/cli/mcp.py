@@ -12,23 +12,15 @@ from clinicflow.api.app import model_loader
 from clinicflow.api.config import ApiSettings
 from clinicflow.api.mcp_server import McpPatientError, Transport, open_mcp_server, serve
 from clinicflow.cli.ask import _fhir_base_url
-from clinicflow.cli.guidelines import default_index_path
 from clinicflow.fhir import FhirError
+from clinicflow.tools.guidelines import default_index_path, indexed_guidelines
 
 __all__ = ["mcp"]
 
 
 def _guideline_index(settings: ApiSettings, enabled: bool) -> Path | None:
     """The default guideline index when asked for and it holds documents; None otherwise."""
-    if not enabled:
-        return None
-    from clinicflow.tools.guidelines import GuidelineError, GuidelineIndex
-
-    path = default_index_path(settings)
-    try:
-        return path if path.exists() and GuidelineIndex(path).document_count() else None
-    except GuidelineError:
-        return None
+    return indexed_guidelines(default_index_path(settings)) if enabled else None
 
 
 async def _serve(

@@ -13,6 +13,8 @@ from clinicflow.tools.guidelines.index import (
     IndexReport,
     SearchFilters,
     StoredChunk,
+    default_index_path,
+    indexed_guidelines,
 )
 from clinicflow.tools.guidelines.ingest import Chunk, Document, SkippedFile, load_document, load_documents
 from clinicflow.tools.guidelines.search import (
@@ -47,6 +49,8 @@ __all__ = [
     "SkippedFile",
     "StoredChunk",
     "default_embedder",
+    "default_index_path",
+    "indexed_guidelines",
     "load_document",
     "load_documents",
     "make_guideline_tool",

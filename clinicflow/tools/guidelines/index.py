@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clinicflow.settings import Settings
 from clinicflow.tools.guidelines.embedder import Embedder, default_embedder
 from clinicflow.tools.guidelines.errors import GuidelineIndexError, GuidelineQueryError
 from clinicflow.tools.guidelines.ingest import (
@@ -375,3 +376,18 @@ class GuidelineIndex:
                 [int(i) for i in chunk_ids],
             ).fetchall()
         return {int(r[0]): StoredChunk(*r) for r in rows}
+
+
+def default_index_path(settings: Settings | None = None) -> Path:
+    """Where the guideline index lives unless a command is told otherwise."""
+    return (settings or Settings()).cache_dir / "guidelines.sqlite"  # type: ignore[call-arg]
+
+
+def indexed_guidelines(path: Path) -> Path | None:
+    """`path` when it is a readable index holding documents; None otherwise (nothing to search)."""
+    from clinicflow.tools.guidelines.errors import GuidelineError
+
+    try:
+        return path if path.exists() and GuidelineIndex(path).document_count() else None
+    except GuidelineError:
+        return None
