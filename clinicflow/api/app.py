@@ -219,10 +219,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            provider = tracing or tracer_provider(
-                settings.otel_service_name, otlp_endpoint=settings.otel_endpoint
-            )
-            if tracing is None:
+            provider = tracing
+            if provider is None and settings.otel_endpoint:
+                provider = tracer_provider(settings.otel_service_name, otlp_endpoint=settings.otel_endpoint)
                 stack.callback(provider.shutdown)  # flushes what the batch exporter still holds
             store = Store(settings.store_url(), pool_size=settings.api_workers + 16)
             stack.push_async_callback(store.close)
@@ -248,7 +247,7 @@ def create_app(
                 workers=settings.api_workers,
                 max_queued=settings.api_max_queued,
                 lease_s=settings.api_lease_s,
-                tracer=provider.get_tracer(INSTRUMENTATION),
+                tracer=provider.get_tracer(INSTRUMENTATION) if provider else None,  # None: no-op spans
             )
             jwt_verifier = (
                 JwtVerifier(

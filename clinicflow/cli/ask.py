@@ -276,16 +276,21 @@ def ask(
     """Answer a question about one patient's record, citing the FHIR resources it rests on."""
     settings = Settings()
     memory = InMemorySpanExporter()
+    traced = bool(trace_json or settings.otel_endpoint)
     provider = tracer_provider(
         settings.otel_service_name,
         otlp_endpoint=settings.otel_endpoint,
         exporters=[memory] if trace_json else [],
     )
-    spans = SpanRecorder(
-        provider.get_tracer(INSTRUMENTATION),
-        workflow="ehr_qa",
-        thread_id=thread or uuid.uuid4().hex,
-        capture_content=settings.otel_capture_content,
+    spans = (
+        SpanRecorder(
+            provider.get_tracer(INSTRUMENTATION),
+            workflow="ehr_qa",
+            thread_id=thread or uuid.uuid4().hex,
+            capture_content=settings.otel_capture_content,
+        )
+        if traced
+        else None
     )
     try:
         result = _run(
