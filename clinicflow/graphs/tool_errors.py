@@ -1,19 +1,25 @@
 """Tool calls that never raise into the graph: each is timed, and any failure becomes a message the
-model can read, with its kind recorded for the trace (`timing(message)`)."""
+model can read, with its kind recorded for the trace (`timing(message)`).
+
+A tool that handles its own errors still answers with its own message; the guarded call hands it
+handlers that answer the same and keep the exception, so the kind comes from the exception's type."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools.base import _handle_tool_error, _handle_validation_error
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
+from pydantic import ValidationError
 
 from clinicflow.graphs.trace import now
+from clinicflow.tools.errors import BadToolArguments, validation_problems
 
 __all__ = ["ToolExecutor", "guarded_tool_call", "pop_timing"]
 
@@ -21,7 +27,6 @@ ToolExecutor = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
 ToolWrapper = Callable[[ToolCallRequest, ToolExecutor], Awaitable[ToolMessage | Command]]
 
 _TIMING_KEY = "clinicflow_timing"
-_BAD_ARGUMENTS = re.compile(r"^\s*(?:[\w.-]+:\s*)?bad arguments", re.IGNORECASE)
 
 
 def guarded_tool_call(*, failed: str, bad_arguments: str, unknown: str) -> ToolWrapper:
@@ -40,15 +45,16 @@ def guarded_tool_call(*, failed: str, bad_arguments: str, unknown: str) -> ToolW
                 tools = ", ".join(t.name for t in request.runtime.tools) if request.runtime else ""
                 result = _error(call, unknown.format(tool=call["name"], tools=tools))
             else:
-                result = await execute(request)
+                tool, handled = _keeping_handled_errors(request.tool)
+                result = await execute(request.override(tool=tool))
                 if isinstance(result, ToolMessage) and result.status == "error":
-                    error_kind = "bad arguments" if _BAD_ARGUMENTS.match(result.text) else "tool failed"
+                    error_kind = _kind(handled[-1] if handled else None)
         except GraphBubbleUp:
             raise
         except ToolInvocationError as exc:
             error_kind = "bad arguments"
             problems = (
-                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.filtered_errors)
+                validation_problems(exc.filtered_errors)
                 if exc.filtered_errors is not None
                 else str(exc.source)
             )
@@ -72,6 +78,33 @@ def pop_timing(message: ToolMessage) -> tuple[ToolMessage, dict[str, Any]]:
     meta = dict(message.response_metadata)
     timing: dict[str, Any] = meta.pop(_TIMING_KEY, {})
     return message.model_copy(update={"response_metadata": meta}), timing
+
+
+def _keeping_handled_errors(tool: BaseTool) -> tuple[BaseTool, list[Exception]]:
+    """A copy of `tool` whose error handlers answer as its own do and keep each exception they handle."""
+    handled: list[Exception] = []
+    updates: dict[str, Any] = {}
+    on_tool_error, on_bad_input = tool.handle_tool_error, tool.handle_validation_error
+    if on_tool_error:
+
+        def tool_error(exc: ToolException) -> Any:
+            handled.append(exc)
+            return _handle_tool_error(exc, flag=on_tool_error)
+
+        updates["handle_tool_error"] = tool_error
+    if on_bad_input:
+
+        def bad_input(exc: Any) -> str:
+            handled.append(exc)
+            return _handle_validation_error(exc, flag=on_bad_input)
+
+        updates["handle_validation_error"] = bad_input
+    return (tool.model_copy(update=updates) if updates else tool), handled
+
+
+def _kind(error: Exception | None) -> str:
+    """The kind of a failure a tool answered itself: its arguments, or anything else."""
+    return "bad arguments" if isinstance(error, BadToolArguments | ValidationError) else "tool failed"
 
 
 def _error(call: Any, text: str) -> ToolMessage:

@@ -28,6 +28,7 @@ from clinicflow.fhir.references import (
     reference_key,
 )
 
+from .errors import BAD_ARGUMENTS, BadToolArguments, ToolFailed
 from .manifest import build_manifest, render_manifest, resource_codings
 from .render import (
     References,
@@ -75,7 +76,6 @@ ResourceType = Literal[
 ]
 SEARCHABLE_TYPES: tuple[str, ...] = get_args(ResourceType)
 
-BAD_ARGUMENTS = "Bad arguments: {detail}"
 TOOL_FAILED = "Tool failed: FHIR server error: {detail}"
 PATIENT_NOT_FOUND = "Tool failed: patient {patient_id!r} not found on the FHIR server"
 NO_PATIENT = "Tool failed: no patient is in context"
@@ -129,17 +129,6 @@ _MANIFEST_DESCRIPTION = (
     "Overview of the patient's record: resource types with counts and date spans, and the most frequent "
     "codes per type (code, display, count). Call it first to choose what to search."
 )
-
-
-class BadToolArguments(ToolException):
-    """The model's arguments are invalid; the message says why and names the valid options."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(BAD_ARGUMENTS.format(detail=detail))
-
-
-class ToolFailed(ToolException):
-    """The tool could not answer: the FHIR server failed, or the patient in context does not exist."""
 
 
 @dataclass(frozen=True)

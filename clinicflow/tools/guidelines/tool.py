@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
+from clinicflow.tools.errors import BadToolArguments, ToolFailed, validation_problems
 from clinicflow.tools.guidelines.embedder import Embedder
 from clinicflow.tools.guidelines.errors import GuidelineError, GuidelineQueryError
 from clinicflow.tools.guidelines.search import MAX_K, GuidelineSearcher, Passage
@@ -15,8 +18,8 @@ from clinicflow.tools.guidelines.search import MAX_K, GuidelineSearcher, Passage
 __all__ = ["BAD_ARGUMENTS", "TOOL_FAILED", "GuidelineSearchArgs", "make_guideline_tool"]
 
 TOOL_NAME = "search_guidelines"
-BAD_ARGUMENTS = "bad arguments for search_guidelines: {error}"
-TOOL_FAILED = "search_guidelines failed: {error}"
+BAD_ARGUMENTS = "bad arguments for search_guidelines: {detail}"
+TOOL_FAILED = "search_guidelines failed: {detail}"
 
 _DESCRIPTION = (
     "Search clinical practice guideline summaries (targets, thresholds, doses, screening intervals). "
@@ -49,8 +52,18 @@ def _artifact(passages: list[Passage]) -> list[dict[str, Any]]:
 
 
 def _validation_message(error: ValidationError) -> str:
-    details = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in error.errors())
-    return BAD_ARGUMENTS.format(error=details)
+    return BAD_ARGUMENTS.format(detail=validation_problems(error.errors()))
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    """Search errors as the tool's typed errors: the caller's arguments, or the index."""
+    try:
+        yield
+    except GuidelineQueryError as exc:
+        raise BadToolArguments(str(exc), template=BAD_ARGUMENTS) from exc
+    except GuidelineError as exc:
+        raise ToolFailed(TOOL_FAILED.format(detail=exc)) from exc
 
 
 def make_guideline_tool(
@@ -64,21 +77,13 @@ def make_guideline_tool(
     engine = searcher or GuidelineSearcher(Path(index_path), embedder=embedder)
 
     def _run(query: str, k: int = 5) -> tuple[str, list[dict[str, Any]]]:
-        try:
+        with _tool_errors():
             text, passages = engine.answer_with_passages(query, k, token_budget=token_budget)
-        except GuidelineQueryError as exc:
-            raise ToolException(BAD_ARGUMENTS.format(error=exc)) from exc
-        except GuidelineError as exc:
-            raise ToolException(TOOL_FAILED.format(error=exc)) from exc
         return text, _artifact(passages)
 
     async def _arun(query: str, k: int = 5) -> tuple[str, list[dict[str, Any]]]:
-        try:
+        with _tool_errors():
             text, passages = await engine.aanswer_with_passages(query, k, token_budget=token_budget)
-        except GuidelineQueryError as exc:
-            raise ToolException(BAD_ARGUMENTS.format(error=exc)) from exc
-        except GuidelineError as exc:
-            raise ToolException(TOOL_FAILED.format(error=exc)) from exc
         return text, _artifact(passages)
 
     return StructuredTool.from_function(

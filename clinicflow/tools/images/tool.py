@@ -8,12 +8,14 @@ separate research tool that no workflow binds, so a cohort-wide search is always
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.prebuilt import InjectedState
 from pydantic import Field, ValidationError
 
+from ..errors import ToolFailed, validation_problems
 from .errors import ImageToolError
 from .search import ImageIndex
 
@@ -27,8 +29,8 @@ __all__ = [
     "make_image_tools",
 ]
 
-BAD_ARGUMENTS = "search_images: bad arguments: {error}"
-TOOL_FAILED = "search_images failed: {error}"
+BAD_ARGUMENTS = "search_images: bad arguments: {detail}"
+TOOL_FAILED = "search_images failed: {detail}"
 NO_IMAGES = "no images indexed"
 NO_PATIENT_IMAGES = "not found in the record: no images indexed for this patient"
 NO_PATIENT = "search_images failed: no patient is in context; it searches only the patient's own images"
@@ -47,20 +49,33 @@ _COHORT_DESCRIPTION = (
 
 
 def _bad_arguments(error: ValidationError) -> str:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-    return BAD_ARGUMENTS.format(error=problems)
+    return BAD_ARGUMENTS.format(detail=validation_problems(error.errors()))
 
 
 def _search(index: ImageIndex, query: str, k: int, scope: dict[str, str] | None) -> str:
     if not query.strip():
-        return BAD_ARGUMENTS.format(error="query: the text query is empty")
+        return BAD_ARGUMENTS.format(detail="query: the text query is empty")
     try:
         if index.count(scope) == 0:
             return NO_PATIENT_IMAGES if scope else NO_IMAGES
         hits = index.search_text(query, k=k, filter=scope)
     except (ImageToolError, ValueError, OSError) as exc:
-        raise ToolException(TOOL_FAILED.format(error=exc)) from exc
+        raise ToolFailed(TOOL_FAILED.format(detail=exc)) from exc
     return "\n".join(hit.line() for hit in hits)
+
+
+def _image_tool(
+    func: Callable[..., str], coroutine: Callable[..., Awaitable[str]], description: str
+) -> BaseTool:
+    """A tool named after `func` that answers its own errors: a failure in words, bad arguments named."""
+    return StructuredTool.from_function(
+        func=func,
+        coroutine=coroutine,
+        name=func.__name__,
+        description=description,
+        handle_tool_error=True,
+        handle_validation_error=_bad_arguments,
+    )
 
 
 def make_image_tools(index: ImageIndex) -> list[BaseTool]:
@@ -73,7 +88,7 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
         patient_id: Annotated[str | None, InjectedState("patient_id")] = None,
     ) -> str:
         if not patient_id:
-            raise ToolException(NO_PATIENT)
+            raise ToolFailed(NO_PATIENT)
         return _search(index, query, k, {"patient_id": patient_id})
 
     async def asearch_images(
@@ -83,15 +98,7 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
     ) -> str:
         return await asyncio.to_thread(search_images, query, k, patient_id)
 
-    tool = StructuredTool.from_function(
-        func=search_images,
-        coroutine=asearch_images,
-        name="search_images",
-        description=_DESCRIPTION,
-        handle_tool_error=True,
-        handle_validation_error=_bad_arguments,
-    )
-    return [tool]
+    return [_image_tool(search_images, asearch_images, _DESCRIPTION)]
 
 
 def make_cohort_image_tool(index: ImageIndex) -> BaseTool:
@@ -106,11 +113,4 @@ def make_cohort_image_tool(index: ImageIndex) -> BaseTool:
     async def asearch_cohort_images(query: str, k: int = 5) -> str:
         return await asyncio.to_thread(search_cohort_images, query, k)
 
-    return StructuredTool.from_function(
-        func=search_cohort_images,
-        coroutine=asearch_cohort_images,
-        name="search_cohort_images",
-        description=_COHORT_DESCRIPTION,
-        handle_tool_error=True,
-        handle_validation_error=_bad_arguments,
-    )
+    return _image_tool(search_cohort_images, asearch_cohort_images, _COHORT_DESCRIPTION)
