@@ -1,5 +1,5 @@
 """What the AgentClinic protocols share: the transcript, a role's prompt, doctor actions, verdicts, bias
-names, the echo guard and the protocol interface each rule set implements."""
+names, the echo guard and the protocol interface each rule set implements (the package re-exports them)."""
 
 from __future__ import annotations
 
@@ -13,32 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, NotRequired, Protocol, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-
-__all__ = [
-    "DOCTOR_BIAS_NAMES",
-    "ECHO_SPAN",
-    "FINAL_QUESTION",
-    "PATIENT_BIAS_NAMES",
-    "BiasTarget",
-    "DoctorAction",
-    "DoctorImage",
-    "EncounterProtocol",
-    "Prompt",
-    "ProtocolOptionError",
-    "Role",
-    "Scenario",
-    "UnknownBiasError",
-    "Utterance",
-    "Verdict",
-    "image_block",
-    "message_text",
-    "repeats_prompt",
-    "sets_generation",
-    "takes_images",
-    "validate_bias",
-    "with_generation",
-]
+from langchain_core.messages import BaseMessage, HumanMessage
 
 Role = Literal["doctor", "patient", "measurement", "moderator", "system", "tool_call", "tool"]
 BiasTarget = Literal["doctor", "patient"]
@@ -108,6 +83,25 @@ class DoctorImage:
     @property
     def status(self) -> str:
         return "sent" if self.block is not None else f"not sent: {self.note}"
+
+
+@dataclass(frozen=True)
+class DoctorTurn:
+    """What a doctor prompt is built for besides the case and the transcript: turn `number` (1-based)
+    of `max_turns`, the bias, the case image, and whether image requests and tools are offered."""
+
+    number: int
+    max_turns: int
+    bias: str | None
+    image: DoctorImage | None
+    image_request: bool
+    with_tools: bool
+
+    def user_message(self, text: str) -> HumanMessage:
+        """The doctor's user message: `text`, with the case image when one is sent this turn."""
+        if self.image is None or self.image.block is None:
+            return HumanMessage(content=text)
+        return HumanMessage(content=[{"type": "text", "text": text}, self.image.block])
 
 
 class DoctorAction(NamedTuple):
@@ -239,7 +233,6 @@ class EncounterProtocol(ABC):
     doctor_biases: ClassVar[Mapping[str, str]]
     patient_biases: ClassVar[Mapping[str, str]]
 
-    @abstractmethod
     def doctor_prompt(
         self,
         case: Scenario,
@@ -253,6 +246,12 @@ class EncounterProtocol(ABC):
         with_tools: bool,
     ) -> Prompt:
         """The prompt for doctor turn `turn` (1-based); the final question is added on the last one."""
+        doctor = DoctorTurn(turn, max_turns, bias, image, image_request, with_tools)
+        return self.make_doctor_prompt(case, transcript, doctor)
+
+    @abstractmethod
+    def make_doctor_prompt(self, case: Scenario, transcript: Sequence[Utterance], turn: DoctorTurn) -> Prompt:
+        """The prompt for one doctor turn (`doctor_prompt` with its settings gathered)."""
 
     @abstractmethod
     def patient_prompt(self, case: Scenario, transcript: Sequence[Utterance], *, bias: str | None) -> Prompt:
@@ -276,8 +275,13 @@ class EncounterProtocol(ABC):
         """The action in a doctor reply (before the echo guard)."""
 
     @abstractmethod
+    def read_verdict(self, reply: str) -> bool | None:
+        """The moderator's Yes (True) or No (False) in its reply; None when it is neither."""
+
     def verdict(self, reply: str) -> Verdict:
-        """The moderator's verdict in its reply."""
+        """The moderator's verdict in its reply (an unreadable reply is incorrect)."""
+        said = self.read_verdict(reply)
+        return Verdict(bool(said), reply, said is not None)
 
     def check_options(self, *, doctor_tools: bool = False, image_request: bool = False) -> None:
         """ProtocolOptionError for an option this protocol does not have."""

@@ -22,21 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from clinicflow.agents.encounter.common import (
-    FINAL_QUESTION,
-    DoctorAction,
-    DoctorImage,
-    EncounterProtocol,
-    Prompt,
-    Role,
-    Scenario,
-    Utterance,
-    Verdict,
-)
+from clinicflow.agents.encounter.common import FINAL_QUESTION, DoctorAction, EncounterProtocol, Prompt
+
+if TYPE_CHECKING:
+    from clinicflow.agents.encounter.common import DoctorTurn, Role, Scenario, Utterance
 
 __all__ = [
     "DOCTOR_BIASES",
@@ -183,30 +176,28 @@ def doctor_history(transcript: Sequence[Utterance]) -> tuple[str, str]:
     return history, reply
 
 
-def patient_history(transcript: Sequence[Utterance]) -> tuple[str, str]:
-    """The patient's history and the doctor line it answers now."""
-    history, question = "", ""
+def _history(transcript: Sequence[Utterance], own: Role, other: Role) -> tuple[str, str]:
+    """A role's history (each doctor line it answered with its answer, and every `other` line) and the
+    doctor line it answers now."""
+    history, asked = "", ""
     for line in transcript:
         if line["role"] == "doctor":
-            question = line["text"]
-        elif line["role"] == "patient":
-            history += question + "\n\n" + line["text"] + "\n\n"
-        elif line["role"] == "measurement":
+            asked = line["text"]
+        elif line["role"] == own:
+            history += asked + "\n\n" + line["text"] + "\n\n"
+        elif line["role"] == other:
             history += line["text"] + "\n\n"
-    return history, question
+    return history, asked
+
+
+def patient_history(transcript: Sequence[Utterance]) -> tuple[str, str]:
+    """The patient's history and the doctor line it answers now."""
+    return _history(transcript, "patient", "measurement")
 
 
 def measurement_history(transcript: Sequence[Utterance]) -> tuple[str, str]:
     """The measurement reader's history and the doctor request it answers now."""
-    history, request = "", ""
-    for line in transcript:
-        if line["role"] == "doctor":
-            request = line["text"]
-        elif line["role"] == "measurement":
-            history += request + "\n\n" + line["text"] + "\n\n"
-        elif line["role"] == "patient":
-            history += line["text"] + "\n\n"
-    return history, request
+    return _history(transcript, "measurement", "patient")
 
 
 def _exam_information(case: Scenario) -> Any:
@@ -234,30 +225,17 @@ class OriginalProtocol(EncounterProtocol):
     doctor_biases = DOCTOR_BIASES
     patient_biases = PATIENT_BIASES
 
-    def doctor_prompt(
-        self,
-        case: Scenario,
-        transcript: Sequence[Utterance],
-        *,
-        turn: int,
-        max_turns: int,
-        bias: str | None,
-        image: DoctorImage | None,
-        image_request: bool,
-        with_tools: bool,
-    ) -> Prompt:
+    def make_doctor_prompt(self, case: Scenario, transcript: Sequence[Utterance], turn: DoctorTurn) -> Prompt:
         history, reply = doctor_history(transcript)
-        if turn == max_turns:
+        if turn.number == turn.max_turns:
             reply += FINAL_QUESTION + "\n"
-        rules = DOCTOR_SYSTEM.format(max_turns, turn - 1) + (IMAGE_REQUEST if image_request else "")
-        bias_text = self.bias_text(bias, "doctor")
+        rules = DOCTOR_SYSTEM.format(turn.max_turns, turn.number - 1)
+        rules += IMAGE_REQUEST if turn.image_request else ""
+        bias_text = self.bias_text(turn.bias, "doctor")
         system = rules + bias_text + DOCTOR_INFO.format(case.objective)
         user = DOCTOR_USER[0] + history + DOCTOR_USER[1] + reply + DOCTOR_USER[2]
-        content: str | list[str | dict[str, Any]] = user
-        if image is not None and image.block is not None:
-            content = [{"type": "text", "text": user}, image.block]
         fixed = (rules, bias_text, *DOCTOR_INFO.split("{}"), *DOCTOR_USER)
-        return Prompt([SystemMessage(system), HumanMessage(content=content)], fixed)
+        return Prompt([SystemMessage(system), turn.user_message(user)], fixed)
 
     def patient_prompt(self, case: Scenario, transcript: Sequence[Utterance], *, bias: str | None) -> Prompt:
         history, question = patient_history(transcript)
@@ -300,6 +278,6 @@ class OriginalProtocol(EncounterProtocol):
             return DoctorAction("test", _named(text, "REQUEST TEST"), wants_images)
         return DoctorAction("question", text, wants_images)
 
-    def verdict(self, reply: str) -> Verdict:
+    def read_verdict(self, reply: str) -> bool | None:
         answer = reply.lower()
-        return Verdict(answer == "yes", reply, answer in ("yes", "no"))
+        return answer == "yes" if answer in ("yes", "no") else None

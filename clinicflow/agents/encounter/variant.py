@@ -20,21 +20,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from clinicflow.agents.encounter.common import (
-    FINAL_QUESTION,
-    DoctorAction,
-    DoctorImage,
-    EncounterProtocol,
-    Prompt,
-    Role,
-    Scenario,
-    Utterance,
-    Verdict,
-)
+from clinicflow.agents.encounter.common import FINAL_QUESTION, DoctorAction, EncounterProtocol, Prompt
+
+if TYPE_CHECKING:
+    from clinicflow.agents.encounter.common import DoctorTurn, Role, Scenario, Utterance
 
 __all__ = [
     "BIASES",
@@ -274,33 +267,19 @@ class ClinicflowProtocol(EncounterProtocol):
     doctor_biases = BIASES["doctor"]
     patient_biases = BIASES["patient"]
 
-    def doctor_prompt(
-        self,
-        case: Scenario,
-        transcript: Sequence[Utterance],
-        *,
-        turn: int,
-        max_turns: int,
-        bias: str | None,
-        image: DoctorImage | None,
-        image_request: bool,
-        with_tools: bool,
-    ) -> Prompt:
-        rules = _doctor_rules(max_turns, turn - 1)
-        parts = [rules, self.bias_text(bias, "doctor"), _TOOLS_NOTE if with_tools else ""]
+    def make_doctor_prompt(self, case: Scenario, transcript: Sequence[Utterance], turn: DoctorTurn) -> Prompt:
+        rules = _doctor_rules(turn.max_turns, turn.number - 1)
+        parts = [rules, self.bias_text(turn.bias, "doctor"), _TOOLS_NOTE if turn.with_tools else ""]
         info = f"\nHere is all the information you have: {str(case.objective).strip()}"
-        if image is not None and image.block is None:
-            info += f"\n{image.note}"
+        if turn.image is not None and turn.image.block is None:
+            info += f"\n{turn.image.note}"
         system = "\n".join(p for p in parts if p) + "\n" + info + f"\n\n{_REMEMBER}"
-        user = f"{_DOCTOR_USER[0]}\n{_dialogue(doctor_view(transcript, turn))}\n\n"
-        if turn >= max_turns:
+        user = f"{_DOCTOR_USER[0]}\n{_dialogue(doctor_view(transcript, turn.number))}\n\n"
+        if turn.number >= turn.max_turns:
             user += f"{FINAL_QUESTION}\n"
         user += f"{_DOCTOR_USER[1]}\nDoctor:"
-        content: str | list[str | dict[str, Any]] = user
-        if image is not None and image.block is not None:
-            content = [{"type": "text", "text": user}, image.block]
         fixed = (*parts, "Here is all the information you have:", _REMEMBER, *_DOCTOR_USER)
-        return Prompt([SystemMessage(system), HumanMessage(content=content)], fixed)
+        return Prompt([SystemMessage(system), turn.user_message(user)], fixed)
 
     def patient_prompt(self, case: Scenario, transcript: Sequence[Utterance], *, bias: str | None) -> Prompt:
         view = patient_view(transcript)
@@ -358,6 +337,5 @@ class ClinicflowProtocol(EncounterProtocol):
     def read_doctor(self, text: str) -> DoctorAction:
         return parse_doctor_reply(text)
 
-    def verdict(self, reply: str) -> Verdict:
-        parsed = parse_moderator_reply(reply)
-        return Verdict(bool(parsed), reply, parsed is not None)
+    def read_verdict(self, reply: str) -> bool | None:
+        return parse_moderator_reply(reply)
