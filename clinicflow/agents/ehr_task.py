@@ -16,10 +16,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
+from clinicflow.agents.ehr_qa import BAD_ARGUMENTS_TEMPLATE, INVALID_REPLY_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
+from clinicflow.agents.ehr_qa import invalid_reply_message as invalid_task_reply
+
 __all__ = [
     "FINISH_TASK_TOOL",
     "INVALID_TASK_REPLY_TEMPLATE",
     "TASK_AGENT_PROMPT",
+    "TASK_TOOL_FAILED_TEMPLATE",
+    "TASK_TOOL_TEMPLATES",
     "TaskAnswer",
     "current_time_from_context",
     "finish_task_tool",
@@ -41,10 +46,14 @@ When the task is done, call {FINISH_TASK_TOOL} once with the answers as a list, 
 asks for them (an empty list when the task asks for no answer).
 The patient is fixed by the system: never pass a patient id."""
 
-INVALID_TASK_REPLY_TEMPLATE = (
-    "Your last reply was not a valid tool call: {error}\n"
-    "Reply with exactly one call of one of these tools: {tools}."
-)
+INVALID_TASK_REPLY_TEMPLATE = INVALID_REPLY_TEMPLATE
+TASK_TOOL_FAILED_TEMPLATE = "Tool {tool} failed: {error}"
+TASK_TOOL_TEMPLATES = {
+    "failed": TASK_TOOL_FAILED_TEMPLATE,
+    "bad_arguments": BAD_ARGUMENTS_TEMPLATE,
+    "unknown": UNKNOWN_TOOL_TEMPLATE,
+}
+"""How a failed read, bad arguments and an unknown tool are told to the task agent."""
 
 _NOW_IN_CONTEXT = re.compile(
     r"(?:it'?s|it is|current time(?: is)?:?|now is)\s*"
@@ -111,11 +120,6 @@ def task_messages(
         else "No patient is in context: the patient-scoped tools cannot read or write a record."
     )
     return [SystemMessage(TASK_AGENT_PROMPT), HumanMessage("\n".join(lines)), *history]
-
-
-def invalid_task_reply(reason: str, tools: Sequence[str]) -> HumanMessage:
-    """The message that tells the model its reply was not a valid tool call, and what is allowed."""
-    return HumanMessage(INVALID_TASK_REPLY_TEMPLATE.format(error=reason, tools=", ".join(tools)))
 
 
 def render_task_reply(reply: AIMessage) -> str:

@@ -12,7 +12,6 @@ ends the run `unsupported`.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,6 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, ValidationError
 
 from clinicflow.agents.ehr_qa import (
@@ -50,56 +48,23 @@ from clinicflow.agents.ehr_qa import (
     render_reply,
     strip_citations,
 )
+from clinicflow.graphs.agent_step import AgentStep, call_model, invalid_reason
 from clinicflow.graphs.ehr_qa.claims import ClaimCheck, check_answer
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
-from clinicflow.graphs.hidden_args import hidden_args, input_fields, strip_hidden_args
-from clinicflow.graphs.tool_errors import guarded_tool_call, pop_timing
-from clinicflow.graphs.trace import now as _now
+from clinicflow.graphs.hidden_args import hidden_args, input_fields
+from clinicflow.graphs.tool_round import guarded_tool_node, read_tool_round
 from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
 
 __all__ = ["FAILED_ANSWER", "EhrQaNodes", "evidence_items"]
 
 FAILED_ANSWER = "no answer: the model did not return a valid final answer"
-_GUARDED_TOOL_CALL = guarded_tool_call(
-    failed=TOOL_FAILED_TEMPLATE, bad_arguments=BAD_ARGUMENTS_TEMPLATE, unknown=UNKNOWN_TOOL_TEMPLATE
-)
+TOOL_TEMPLATES = {
+    "failed": TOOL_FAILED_TEMPLATE,
+    "bad_arguments": BAD_ARGUMENTS_TEMPLATE,
+    "unknown": UNKNOWN_TOOL_TEMPLATE,
+}
 _LEADING_CITATION = re.compile(r"^\[[^\[\]]+\]")
-
-
-async def _call_model(
-    runnable: Runnable[LanguageModelInput, BaseMessage],
-    role: Role,
-    messages: list[BaseMessage],
-    config: RunnableConfig,
-) -> tuple[AIMessage, TraceRecord]:
-    """Call a bound model once and time it; returns the reply and its trace event."""
-    started = _now()
-    t0 = time.perf_counter()
-    reply = await runnable.ainvoke(messages, config)
-    elapsed = (time.perf_counter() - t0) * 1000
-    if not isinstance(reply, AIMessage):
-        reply = AIMessage(content=reply.content)
-    usage = reply.usage_metadata
-    return reply, _event(
-        "model",
-        role.name,
-        args={"messages": len(messages), "tool_choice": role.tool_choice},
-        summary=_short(render_reply(reply)),
-        started=started,
-        duration_ms=elapsed,
-        tokens_in=usage["input_tokens"] if usage else None,
-        tokens_out=usage["output_tokens"] if usage else None,
-    )
-
-
-def _invalid_reason(reply: AIMessage) -> str:
-    if reply.invalid_tool_calls:
-        return "; ".join(
-            f"{c.get('name') or '?'}: {c.get('error') or 'unparseable arguments'}"
-            for c in reply.invalid_tool_calls
-        )
-    return "the reply held no tool call"
 
 
 def _parse_contract(
@@ -115,7 +80,12 @@ def _parse_contract(
                 return None, f"{tool_name} arguments do not match its schema: {problems}"
     if reply.tool_calls:
         return None, f"expected a call of {tool_name}, got {', '.join(c['name'] for c in reply.tool_calls)}"
-    return None, _invalid_reason(reply)
+    return None, invalid_reason(reply)
+
+
+def _summarize_lines(message: ToolMessage) -> str:
+    lines = [line for line in message.text.splitlines() if line.strip()]
+    return f"{len(lines)} lines, {len(evidence_items(message.text))} cited"
 
 
 def evidence_items(text: str) -> list[str]:
@@ -189,15 +159,21 @@ class EhrQaNodes:
                     f"manifest tool {manifest_tool!r} must need no arguments; it needs {required}"
                 )
         planner_tools = PLANNER.tools(tools)
-        self._hidden_args = hidden_args(planner_tools)
         # The first step reads the manifest without asking the model. The planner is offered the same
         # tools at every step (the manifest too), as the fine-tuning examples show them.
         self.planner_tool_names = [t.name for t in planner_tools]
-        self._planner = model.bind_tools(planner_tools, tool_choice=PLANNER.tool_choice)
-        self._model = model
-        self.tool_node = ToolNode(
-            planner_tools, name="retrieve", handle_tool_errors=False, awrap_tool_call=_GUARDED_TOOL_CALL
+        self._planner = AgentStep(
+            model.bind_tools(planner_tools, tool_choice=PLANNER.tool_choice),
+            name=PLANNER.name,
+            tool_names=self.planner_tool_names,
+            hidden=hidden_args(planner_tools),
+            max_retries=max_retries,
+            render=render_reply,
+            retry_message=invalid_reply_message,
+            trace_args={"tool_choice": PLANNER.tool_choice},
         )
+        self._model = model
+        self.tool_node = guarded_tool_node(planner_tools, name="retrieve", templates=TOOL_TEMPLATES)
 
     async def plan(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """Ask the planner for the next tool calls; the first step reads the record's manifest."""
@@ -208,72 +184,35 @@ class EhrQaNodes:
             )
             return {"messages": [AIMessage(content="", tool_calls=[call])], "steps": 0}
 
-        reply, event = await _call_model(
-            self._planner, PLANNER, planner_messages(state["question"], history), config
+        step = await self._planner(
+            planner_messages(state["question"], history), config, streak=state.get("invalid_streak", 0)
         )
         steps = state.get("steps", 0) + 1
         done = steps >= self.max_steps
-        update: dict[str, Any] = {"steps": steps, "trace": [event]}
-        if reply.tool_calls:
-            if reply.invalid_tool_calls:
-                event["error"] = f"ignored invalid calls: {_invalid_reason(reply)}"
-            reply, stripped = strip_hidden_args(reply, self._hidden_args)
-            if stripped:
-                event["args"]["ignored_args"] = stripped
-            done = done or any(c["name"] == FINISH_TOOL_NAME for c in reply.tool_calls)
-            update |= {"messages": [reply], "invalid_streak": 0, "retrieval_done": done}
-            return update
-
-        reason = _invalid_reason(reply)
-        event["error"] = f"invalid tool call: {reason}"
-        streak = state.get("invalid_streak", 0) + 1
-        update["messages"] = [
-            AIMessage(content=render_reply(reply)),
-            invalid_reply_message(reason, self.planner_tool_names),
-        ]
-        update["invalid_streak"] = streak
-        if streak > self.max_retries:
-            failure = f"planner gave up after {streak} invalid tool calls in a row; last: {reason}"
+        update: dict[str, Any] = {"steps": steps, "trace": [step.event]}
+        if step.accepted:
+            done = done or any(c["name"] == FINISH_TOOL_NAME for c in step.reply.tool_calls)
+            return update | {"messages": [step.reply], "invalid_streak": 0, "retrieval_done": done}
+        update |= {"messages": step.messages, "invalid_streak": step.streak}
+        if step.gave_up:
+            failure = f"planner gave up after {step.streak} invalid tool calls in a row; last: {step.reason}"
             update["trace"].append(_event("model", PLANNER.name, summary="retrieval stopped", error=failure))
             update["errors"] = [failure]
             done = True
-        update["retrieval_done"] = done
-        return update
+        return update | {"retrieval_done": done}
 
     async def retrieve(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """Run the planner's tool calls; keep cited result lines as evidence and time every call."""
         output = await self.tool_node.ainvoke(state, config)
-        calls = {c["id"]: c for m in state["messages"][-1:] if isinstance(m, AIMessage) for c in m.tool_calls}
-        messages: list[ToolMessage] = []
-        evidence: list[EvidenceRecord] = []
-        trace: list[TraceRecord] = []
-        errors: list[str] = []
-        for raw in output["messages"]:
-            message, timing = pop_timing(raw)
-            messages.append(message)
-            name = message.name or "?"
-            text = message.text
-            call = calls.get(message.tool_call_id)
-            error = None
-            if message.status == "error":
-                error = f"{timing.get('error_kind') or 'tool error'}: {_short(text)}"
-                if timing.get("error_kind") == "tool failed":
-                    errors.append(f"{name} failed: {_short(text)}")
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            found = [] if error else evidence_items(text)
-            evidence += [EvidenceRecord(text=line, citations=citations_in(line), tool=name) for line in found]
-            trace.append(
-                _event(
-                    "tool",
-                    name,
-                    args=dict(call["args"]) if call else {},
-                    summary="" if error else f"{len(lines)} lines, {len(found)} cited",
-                    started=timing.get("started"),
-                    duration_ms=timing.get("duration_ms", 0.0),
-                    error=error,
-                )
-            )
-        return {"messages": messages, "evidence": evidence, "trace": trace, "errors": errors}
+        calls = [c for m in state["messages"][-1:] if isinstance(m, AIMessage) for c in m.tool_calls]
+        done = read_tool_round(output["messages"], calls, _summarize_lines)
+        evidence = [
+            EvidenceRecord(text=line, citations=citations_in(line), tool=m.name or "?")
+            for m in done.messages
+            if m.tool_call_id not in done.failed
+            for line in evidence_items(m.text)
+        ]
+        return {"messages": done.messages, "evidence": evidence, "trace": done.trace, "errors": done.errors}
 
     async def _contract_call(
         self,
@@ -288,7 +227,14 @@ class EhrQaNodes:
         trace: list[TraceRecord] = []
         reason = ""
         for _ in range(self.max_retries + 1):
-            reply, event = await _call_model(runnable, role, conversation, config)
+            reply, event = await call_model(
+                runnable,
+                conversation,
+                config,
+                name=role.name,
+                render=render_reply,
+                args={"tool_choice": role.tool_choice},
+            )
             trace.append(event)
             parsed, reason = _parse_contract(reply, role.output_tool_name, role.output_schema)
             if parsed is not None:

@@ -14,26 +14,27 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.prebuilt import ToolNode
 from langgraph.types import interrupt
 from pydantic import ValidationError
 
+from clinicflow.agents.ehr_qa import BAD_ARGUMENTS_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 from clinicflow.agents.ehr_task import (
     FINISH_TASK_TOOL,
+    TASK_TOOL_TEMPLATES,
     TaskAnswer,
     finish_task_tool,
     invalid_task_reply,
     render_task_reply,
     task_messages,
 )
-from clinicflow.graphs.ehr_task.state import State, TraceRecord, WriteRecord, WriteStatus
-from clinicflow.graphs.hidden_args import hidden_args, strip_hidden_args
-from clinicflow.graphs.tool_errors import guarded_tool_call, pop_timing
+from clinicflow.graphs.agent_step import AgentStep
+from clinicflow.graphs.ehr_task.state import State, WriteRecord, WriteStatus
+from clinicflow.graphs.hidden_args import hidden_args
+from clinicflow.graphs.tool_round import ToolRound, guarded_tool_node, read_tool_round
 from clinicflow.graphs.trace import now as _now
-from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
 from clinicflow.tools.write_tools import (
     ApprovalPolicy,
@@ -54,11 +55,6 @@ __all__ = ["EhrTaskNodes"]
 
 AUTO_APPROVER = "policy:auto_approve"
 REVIEWER = "reviewer"
-_GUARDED_TOOL_CALL = guarded_tool_call(
-    failed="Tool {tool} failed: {error}",
-    bad_arguments="Bad arguments for tool {tool}: {error}\nFix the arguments and call it again.",
-    unknown="Unknown tool {tool}. Call one of: {tools}.",
-)
 
 
 def _record(
@@ -87,15 +83,6 @@ def _record(
     )
 
 
-def _invalid_reason(reply: AIMessage) -> str:
-    if reply.invalid_tool_calls:
-        return "; ".join(
-            f"{c.get('name') or '?'}: {c.get('error') or 'unparseable arguments'}"
-            for c in reply.invalid_tool_calls
-        )
-    return "the reply held no tool call"
-
-
 def _outcome_text(write: PreparedWrite, outcome: WriteOutcome, decided_by: str) -> str:
     if outcome.status == "created":
         return f"Created {outcome.reference} (approved by {decided_by}). [{outcome.reference}]"
@@ -111,6 +98,26 @@ def _outcome_text(write: PreparedWrite, outcome: WriteOutcome, decided_by: str) 
             "Nothing was written. Fix the resource and call the tool again."
         )
     return f"Write failed: FHIR server error: {listed}\nNothing is known to be written."
+
+
+def _finish(call: ToolCall, done: ToolRound) -> dict[str, Any]:
+    """Record the agent's `finish_task` call: its answers end the task; bad arguments go back to it."""
+    name, call_id = call["name"], call["id"] or ""
+    try:
+        answer = TaskAnswer.model_validate(call["args"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        text = BAD_ARGUMENTS_TEMPLATE.format(tool=name, error=problems)
+        done.messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
+        return {}
+    done.messages.append(ToolMessage("Task finished.", name=name, tool_call_id=call_id))
+    done.trace.append(_event("tool", name, args=dict(call["args"]), summary=f"answers {answer.answers}"))
+    return {
+        "answers": list(answer.answers),
+        "summary": answer.summary,
+        "status": "finished",
+        "finished": True,
+    }
 
 
 class EhrTaskNodes:
@@ -142,14 +149,17 @@ class EhrTaskNodes:
         self.read_names = {t.name for t in read_tools}
         self.write_names = {t.name for t in writes}
         self.tool_names = names
-        self._hidden = hidden_args(read_tools)
-        self._bound = model.bind_tools(tools, tool_choice="any")
+        self._agent = AgentStep(
+            model.bind_tools(tools, tool_choice="any"),
+            name="task_agent",
+            tool_names=names,
+            hidden=hidden_args(read_tools),
+            max_retries=max_retries,
+            render=render_task_reply,
+            retry_message=invalid_task_reply,
+        )
         self.tool_node = (
-            ToolNode(
-                list(read_tools), name="tools", handle_tool_errors=False, awrap_tool_call=_GUARDED_TOOL_CALL
-            )
-            if read_tools
-            else None
+            guarded_tool_node(read_tools, name="tools", templates=TASK_TOOL_TEMPLATES) if read_tools else None
         )
 
     # -- agent -------------------------------------------------------------------------------------
@@ -164,56 +174,26 @@ class EhrTaskNodes:
             patient_label=state.get("patient_label") or _patient_label(state.get("patient_id")),
             history=state.get("messages", []),
         )
-        started = _now()
-        t0 = time.perf_counter()
-        raw: BaseMessage = await self._bound.ainvoke(prompt, config)
-        elapsed = (time.perf_counter() - t0) * 1000
-        reply = raw if isinstance(raw, AIMessage) else AIMessage(content=raw.content)
-        usage = reply.usage_metadata
+        step = await self._agent(prompt, config, streak=state.get("invalid_streak", 0))
         steps = state.get("steps", 0) + 1
-        event = _event(
-            "model",
-            "task_agent",
-            args={"messages": len(prompt)},
-            summary=_short(render_task_reply(reply)),
-            started=started,
-            duration_ms=elapsed,
-            tokens_in=usage["input_tokens"] if usage else None,
-            tokens_out=usage["output_tokens"] if usage else None,
-        )
         update: dict[str, Any] = {
             "steps": steps,
-            "trace": [event],
+            "trace": [step.event],
             "run_id": run_id,
             "approval_policy": self.approval,
         }
-        if reply.tool_calls:
-            if reply.invalid_tool_calls:
-                event["error"] = f"ignored invalid calls: {_invalid_reason(reply)}"
-            reply, stripped = strip_hidden_args(reply, self._hidden)
-            if stripped:
-                event["args"]["ignored_args"] = stripped
-            return update | {"messages": [reply], "invalid_streak": 0}
-        reason = _invalid_reason(reply)
-        event["error"] = f"invalid tool call: {reason}"
-        streak = state.get("invalid_streak", 0) + 1
-        update |= {
-            "messages": [
-                AIMessage(content=render_task_reply(reply)),
-                invalid_task_reply(reason, self.tool_names),
-            ],
-            "invalid_streak": streak,
-        }
-        if streak > self.max_retries:
-            failure = f"the agent gave up after {streak} invalid replies in a row; last: {reason}"
+        if step.accepted:
+            return update | {"messages": [step.reply], "invalid_streak": 0}
+        update |= {"messages": step.messages, "invalid_streak": step.streak}
+        if step.gave_up:
+            failure = f"the agent gave up after {step.streak} invalid replies in a row; last: {step.reason}"
             update |= {"errors": [failure], "status": "failed", "finished": True}
         elif steps >= self.max_steps:
-            update |= {
-                "errors": [f"step limit {self.max_steps} reached"],
-                "status": "step_limit",
-                "finished": True,
-            }
+            update |= self._step_limit()
         return update
+
+    def _step_limit(self) -> dict[str, Any]:
+        return {"errors": [f"step limit {self.max_steps} reached"], "status": "step_limit", "finished": True}
 
     # -- tools -------------------------------------------------------------------------------------
 
@@ -221,112 +201,72 @@ class EhrTaskNodes:
         """Run read calls, prepare write calls for approval (nothing is sent), and record a finish."""
         last = state["messages"][-1]
         calls = list(last.tool_calls) if isinstance(last, AIMessage) else []
-        reads = [c for c in calls if c["name"] in self.read_names]
-        messages: list[ToolMessage] = []
-        trace: list[TraceRecord] = []
-        errors: list[str] = []
+        done = await self._read(state, [c for c in calls if c["name"] in self.read_names], config)
         records: list[WriteRecord] = []
         pending = list(state.get("pending_writes") or [])
         update: dict[str, Any] = {}
-
-        if reads and self.tool_node is not None:
-            view = {**state, "messages": [*state["messages"][:-1], AIMessage(content="", tool_calls=reads)]}
-            output = await self.tool_node.ainvoke(view, config)
-            args_by_id = {c["id"]: c["args"] for c in reads}
-            for raw in output["messages"]:
-                message, timing = pop_timing(raw)
-                messages.append(message)
-                error = (
-                    f"{timing.get('error_kind')}: {_short(message.text)}"
-                    if timing.get("error_kind")
-                    else None
-                )
-                if timing.get("error_kind") == "tool failed":
-                    errors.append(f"{message.name} failed: {_short(message.text)}")
-                trace.append(
-                    _event(
-                        "tool",
-                        message.name or "?",
-                        args=dict(args_by_id.get(message.tool_call_id) or {}),
-                        summary="" if error else f"{len(message.text.splitlines())} lines",
-                        started=timing.get("started"),
-                        duration_ms=timing.get("duration_ms", 0.0),
-                        error=error,
-                    )
-                )
-
-        run_id = state.get("run_id") or "run"
         for call in calls:
-            name, call_id = call["name"], call["id"] or ""
+            name = call["name"]
             if name in self.read_names:
                 continue
             if name in self.write_names:
-                try:
-                    write = prepare_write(
-                        name,
-                        call["args"],
-                        patient_id=state.get("patient_id"),
-                        run_id=run_id,
-                        step=state.get("steps", 0),
-                        tool_call_id=call_id,
-                        now=state.get("now"),
-                    )
-                    await self.writer.check_references(write)
-                except WriteArgumentsError as exc:
-                    text = f"Bad arguments for tool {name}: {exc.detail}\nNothing was written; fix and retry."
-                    messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
-                    records.append(_record(call_id, name, "bad_arguments", errors=[exc.detail]))
-                    trace.append(
-                        _event("write", name, args=dict(call["args"]), error=f"bad arguments: {exc.detail}")
-                    )
-                    continue
-                pending.append(write.model_dump(mode="json"))
-                trace.append(
-                    _event(
-                        "write",
-                        name,
-                        args=dict(call["args"]),
-                        summary=f"proposed {write.resource_type} for Patient/{write.patient_id}",
-                    )
-                )
-                for note in write.notes:
-                    trace.append(_event("check", "patient_scope", summary=note))
+                proposed = await self._propose(state, call, done)
+                if isinstance(proposed, PreparedWrite):
+                    pending.append(proposed.model_dump(mode="json"))
+                elif proposed is not None:
+                    records.append(proposed)
             elif name == FINISH_TASK_TOOL:
-                try:
-                    answer = TaskAnswer.model_validate(call["args"])
-                except ValidationError as exc:
-                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                    text = f"Bad arguments for tool {name}: {problems}\nFix the arguments and call it again."
-                    messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
-                    continue
-                messages.append(ToolMessage("Task finished.", name=name, tool_call_id=call_id))
-                trace.append(
-                    _event("tool", name, args=dict(call["args"]), summary=f"answers {answer.answers}")
-                )
-                update |= {
-                    "answers": list(answer.answers),
-                    "summary": answer.summary,
-                    "status": "finished",
-                    "finished": True,
-                }
+                update |= _finish(call, done)
             else:
-                text = f"Unknown tool {name}. Call one of: {', '.join(self.tool_names)}."
-                messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
-                trace.append(_event("tool", name, error="unknown tool"))
+                text = UNKNOWN_TOOL_TEMPLATE.format(tool=name, tools=", ".join(self.tool_names))
+                done.messages.append(
+                    ToolMessage(text, name=name, tool_call_id=call["id"] or "", status="error")
+                )
+                done.trace.append(_event("tool", name, error="unknown tool"))
 
         if not update.get("finished") and state.get("steps", 0) >= self.max_steps:
-            update |= {
-                "status": "step_limit",
-                "finished": True,
-                "errors": [f"step limit {self.max_steps} reached"],
-            }
+            update |= self._step_limit()
         return update | {
-            "messages": messages,
-            "trace": trace,
-            "errors": [*errors, *update.get("errors", [])],
+            "messages": done.messages,
+            "trace": done.trace,
+            "errors": [*done.errors, *update.get("errors", [])],
             "writes": records,
             "pending_writes": pending,
         }
+
+    async def _read(self, state: State, reads: list[ToolCall], config: RunnableConfig) -> ToolRound:
+        """Run the read calls through the guarded tool node (the other calls hidden from it)."""
+        if not reads or self.tool_node is None:
+            return ToolRound()
+        view = {**state, "messages": [*state["messages"][:-1], AIMessage(content="", tool_calls=reads)]}
+        output = await self.tool_node.ainvoke(view, config)
+        return read_tool_round(output["messages"], reads, lambda m: f"{len(m.text.splitlines())} lines")
+
+    async def _propose(self, state: State, call: ToolCall, done: ToolRound) -> PreparedWrite | WriteRecord:
+        """A write call prepared for approval (nothing is sent), or the record of its bad arguments."""
+        name, call_id = call["name"], call["id"] or ""
+        try:
+            write = prepare_write(
+                name,
+                call["args"],
+                patient_id=state.get("patient_id"),
+                run_id=state.get("run_id") or "run",
+                step=state.get("steps", 0),
+                tool_call_id=call_id,
+                now=state.get("now"),
+            )
+            await self.writer.check_references(write)
+        except WriteArgumentsError as exc:
+            text = f"Bad arguments for tool {name}: {exc.detail}\nNothing was written; fix and retry."
+            done.messages.append(ToolMessage(text, name=name, tool_call_id=call_id, status="error"))
+            done.trace.append(
+                _event("write", name, args=dict(call["args"]), error=f"bad arguments: {exc.detail}")
+            )
+            return _record(call_id, name, "bad_arguments", errors=[exc.detail])
+        summary = f"proposed {write.resource_type} for Patient/{write.patient_id}"
+        done.trace.append(_event("write", name, args=dict(call["args"]), summary=summary))
+        done.trace += [_event("check", "patient_scope", summary=note) for note in write.notes]
+        return write
 
     # -- approve -----------------------------------------------------------------------------------
 
