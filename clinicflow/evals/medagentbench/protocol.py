@@ -22,8 +22,8 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from clinicflow.evals.medagentbench.scoring import Post, Trajectory
 from clinicflow.evals.medagentbench.tasks import MabTask
+from clinicflow.evals.medagentbench.trajectory import Post, Trajectory
 from clinicflow.evals.medagentbench.variants import ORIGINAL, ProtocolVariant
 
 __all__ = [

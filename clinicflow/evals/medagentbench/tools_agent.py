@@ -18,8 +18,8 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.prebuilt import InjectedState
 
 from clinicflow.evals.medagentbench.rules import patient_mrn
-from clinicflow.evals.medagentbench.scoring import Post, Trajectory, TrajectoryStatus
 from clinicflow.evals.medagentbench.tasks import MabTask
+from clinicflow.evals.medagentbench.trajectory import Post, Trajectory, TrajectoryStatus
 from clinicflow.fhir import FhirClient, FhirError
 from clinicflow.graphs.ehr_task import EhrTaskError, EhrTaskResult, build_ehr_task_graph, run_ehr_task
 from clinicflow.tools.write_tools import ApprovalPolicy, FhirWriter
