@@ -90,6 +90,61 @@ def _when(now: datetime, hours_before: float) -> str:
     return moment.isoformat()
 
 
+def _lab_plan(profile: Profile, rng: random.Random, band: int) -> list[tuple[str, float, float]]:
+    """(code, hours before now, value) of each lab of the profile. Every profile's values are drawn, in
+    one fixed order, so a patient's values do not depend on which profile it has."""
+    low_mg = rng.choice(((1.6, 1.7, 1.8), (1.1, 1.2, 1.4), (0.7, 0.8, 0.9))[band % 3])
+
+    def uniform(low: float, high: float) -> float:
+        return round(rng.uniform(low, high), 1)
+
+    def glucose(hours: tuple[float, ...], low: int, high: int) -> list[tuple[str, float, float]]:
+        return [("GLU", h, rng.randint(low, high)) for h in hours]
+
+    plan: dict[Profile, list[tuple[str, float, float]]] = {
+        "low": [
+            ("MG", 70, 2.0), ("MG", 30, 1.9), ("MG", 5.5, low_mg), *glucose((50, 20, 14.5, 8, 2.25), 95, 230),
+            ("K", 400, uniform(3.8, 4.6)), ("K", 6, uniform(3.0, 3.4)),
+            ("A1C", 24 * 760, uniform(7.5, 9.5)), ("A1C", 24 * 240, uniform(6.4, 8.9)),
+        ],
+        "normal": [
+            ("MG", 50, 1.8), ("MG", 3.25, uniform(2.0, 2.4)), *glucose((22, 10, 1.5), 80, 180),
+            ("K", 30, uniform(3.9, 4.8)),
+            ("A1C", 24 * 1100, uniform(5.4, 6.4)), ("A1C", 24 * 420, uniform(5.5, 7.2)),
+        ],
+        "absent": [("MG", 100, 1.7), ("MG", 60, 2.1), *glucose((80, 50), 90, 200)],
+    }  # fmt: skip
+    return plan[profile]
+
+
+def _observation(patient_id: str, spec: LabSpec, when: str, value: float) -> dict[str, Any]:
+    """One synthetic lab result, identified by patient, code and time (so creating it twice adds nothing)."""
+    key = hashlib.sha256(f"{patient_id}|{spec.code}|{when}".encode()).hexdigest()[:32]
+    category = {
+        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+        "code": "laboratory",
+        "display": "Laboratory",
+    }
+    quantity = {"value": value, "unit": spec.unit, "system": "http://unitsofmeasure.org", "code": spec.unit}
+    return {
+        "resourceType": "Observation",
+        "identifier": [{"system": SYNTHETIC_LAB_SYSTEM, "value": key}],
+        "status": "final",
+        "category": [{"coding": [category]}],
+        "code": {
+            "coding": [
+                {"system": LAB_CODE_SYSTEM, "code": spec.code, "display": spec.code},
+                {"system": "http://loinc.org", "code": spec.loinc, "display": spec.display},
+            ],
+            "text": spec.display,
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": when,
+        "issued": when,
+        "valueQuantity": quantity,
+    }
+
+
 def lab_observations(
     patient_id: str, profile: Profile, now: datetime, rng: random.Random, band: int
 ) -> list[dict[str, Any]]:
@@ -97,73 +152,10 @@ def lab_observations(
 
     `band` picks the severity of a low magnesium (0 mild, 1 moderate, 2 severe).
     """
-    low_mg = rng.choice(((1.6, 1.7, 1.8), (1.1, 1.2, 1.4), (0.7, 0.8, 0.9))[band % 3])
-    plan: dict[Profile, list[tuple[str, float, float]]] = {
-        "low": [
-            ("MG", 70, 2.0),
-            ("MG", 30, 1.9),
-            ("MG", 5.5, low_mg),
-            *[("GLU", h, rng.randint(95, 230)) for h in (50, 20, 14.5, 8, 2.25)],
-            ("K", 400, round(rng.uniform(3.8, 4.6), 1)),
-            ("K", 6, round(rng.uniform(3.0, 3.4), 1)),
-            ("A1C", 24 * 760, round(rng.uniform(7.5, 9.5), 1)),
-            ("A1C", 24 * 240, round(rng.uniform(6.4, 8.9), 1)),
-        ],
-        "normal": [
-            ("MG", 50, 1.8),
-            ("MG", 3.25, round(rng.uniform(2.0, 2.4), 1)),
-            *[("GLU", h, rng.randint(80, 180)) for h in (22, 10, 1.5)],
-            ("K", 30, round(rng.uniform(3.9, 4.8), 1)),
-            ("A1C", 24 * 1100, round(rng.uniform(5.4, 6.4), 1)),
-            ("A1C", 24 * 420, round(rng.uniform(5.5, 7.2), 1)),
-        ],
-        "absent": [
-            ("MG", 100, 1.7),
-            ("MG", 60, 2.1),
-            ("GLU", 80, rng.randint(90, 200)),
-            ("GLU", 50, rng.randint(90, 200)),
-        ],
-    }
-    observations = []
-    for code, hours, value in plan[profile]:
-        spec = LABS[code]
-        when = _when(now, hours)
-        key = hashlib.sha256(f"{patient_id}|{code}|{when}".encode()).hexdigest()[:32]
-        observations.append(
-            {
-                "resourceType": "Observation",
-                "identifier": [{"system": SYNTHETIC_LAB_SYSTEM, "value": key}],
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "laboratory",
-                                "display": "Laboratory",
-                            }
-                        ]
-                    }
-                ],
-                "code": {
-                    "coding": [
-                        {"system": LAB_CODE_SYSTEM, "code": spec.code, "display": spec.code},
-                        {"system": "http://loinc.org", "code": spec.loinc, "display": spec.display},
-                    ],
-                    "text": spec.display,
-                },
-                "subject": {"reference": f"Patient/{patient_id}"},
-                "effectiveDateTime": when,
-                "issued": when,
-                "valueQuantity": {
-                    "value": value,
-                    "unit": spec.unit,
-                    "system": "http://unitsofmeasure.org",
-                    "code": spec.unit,
-                },
-            }
-        )
-    return observations
+    return [
+        _observation(patient_id, LABS[code], _when(now, hours), value)
+        for code, hours, value in _lab_plan(profile, rng, band)
+    ]
 
 
 def _mrn_for(patient: dict[str, Any], taken: set[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -208,142 +209,12 @@ def load_functions(path: Path | str | None) -> list[dict[str, Any]]:
     return data
 
 
-def _declaration(name: str, description: str, params: dict[str, str], required: list[str]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": description,
-        "parameters": {
-            "type": "object",
-            "properties": {k: {"type": "string", "description": v} for k, v in params.items()},
-            "required": required,
-        },
-    }
-
-
-DEFAULT_FUNCTIONS: tuple[dict[str, Any], ...] = (
-    _declaration(
-        "GET {api_base}/Patient",
-        "Search patients by demographics or identifier (MRN).",
-        {
-            "identifier": "The patient's identifier (MRN).",
-            "given": "Given (first) name.",
-            "family": "Family (last) name.",
-            "birthdate": "Date of birth, YYYY-MM-DD.",
-        },
-        [],
-    ),
-    _declaration(
-        "GET {api_base}/Observation",
-        "Search lab results and vital signs of a patient by code or category.",
-        {
-            "patient": "The patient's FHIR id.",
-            "code": "The observation code, e.g. MG.",
-            "category": 'Use "vital-signs" for vitals.',
-            "date": "Date range with a prefix, e.g. ge2023-11-12.",
-        },
-        ["patient"],
-    ),
-    _declaration(
-        "GET {api_base}/MedicationRequest",
-        "Search medication orders of a patient.",
-        {"patient": "The patient's FHIR id.", "date": "Date range with a prefix."},
-        ["patient"],
-    ),
-    _declaration(
-        "GET {api_base}/Condition",
-        "Search the problem list of a patient.",
-        {"patient": "The patient's FHIR id.", "category": 'Use "problem-list-item".'},
-        ["patient"],
-    ),
-    _declaration(
-        "GET {api_base}/Procedure",
-        "Search completed procedures of a patient.",
-        {"patient": "The patient's FHIR id.", "date": "Date range with a prefix."},
-        ["patient", "date"],
-    ),
-    {
-        "name": "POST {api_base}/Observation",
-        "description": "Record a vital sign (flowsheet value) for a patient.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "resourceType": {"type": "string", "description": 'Use "Observation".'},
-                "category": {
-                    "type": "array",
-                    "description": 'One coding: system "http://hl7.org/fhir/observation-category", code '
-                    '"vital-signs", display "Vital Signs".',
-                },
-                "code": {"type": "object", "description": 'The flowsheet id as {"text": ...}.'},
-                "effectiveDateTime": {"type": "string", "description": "When it was measured, ISO 8601."},
-                "status": {"type": "string", "description": 'Only "final".'},
-                "valueString": {"type": "string", "description": "The measured value."},
-                "subject": {"type": "object", "description": '{"reference": "Patient/<id>"}.'},
-            },
-            "required": [
-                "resourceType",
-                "category",
-                "code",
-                "effectiveDateTime",
-                "status",
-                "valueString",
-                "subject",
-            ],
-        },
-    },
-    {
-        "name": "POST {api_base}/MedicationRequest",
-        "description": "Order a medication for a patient.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "resourceType": {"type": "string", "description": 'Use "MedicationRequest".'},
-                "medicationCodeableConcept": {
-                    "type": "object",
-                    "description": 'coding [{"system": "http://hl7.org/fhir/sid/ndc", "code": ..., '
-                    '"display": ...}]',
-                },
-                "authoredOn": {"type": "string", "description": "When the order is written, ISO 8601."},
-                "dosageInstruction": {
-                    "type": "array",
-                    "description": 'route {"text": ...}; doseAndRate [{"doseQuantity": {"value", "unit"}, '
-                    '"rateQuantity": {"value", "unit"}}]',
-                },
-                "status": {"type": "string", "description": 'Use "active".'},
-                "intent": {"type": "string", "description": 'Use "order".'},
-                "subject": {"type": "object", "description": '{"reference": "Patient/<id>"}.'},
-            },
-            "required": [
-                "resourceType",
-                "medicationCodeableConcept",
-                "authoredOn",
-                "dosageInstruction",
-                "status",
-                "intent",
-                "subject",
-            ],
-        },
-    },
-    {
-        "name": "POST {api_base}/ServiceRequest",
-        "description": "Order a lab test, referral or procedure for a patient.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "resourceType": {"type": "string", "description": 'Use "ServiceRequest".'},
-                "code": {
-                    "type": "object",
-                    "description": 'coding [{"system": ..., "code": ..., "display": ...}]',
-                },
-                "authoredOn": {"type": "string", "description": "When the order is signed, ISO 8601."},
-                "status": {"type": "string", "description": 'Use "active".'},
-                "intent": {"type": "string", "description": 'Use "order".'},
-                "priority": {"type": "string", "description": 'Use "stat".'},
-                "subject": {"type": "object", "description": '{"reference": "Patient/<id>"}.'},
-                "note": {"type": "object", "description": 'Free text as {"text": ...}.'},
-                "occurrenceDateTime": {"type": "string", "description": "When it should be done, ISO 8601."},
-            },
-            "required": ["resourceType", "code", "authoredOn", "status", "intent", "priority", "subject"],
-        },
-    },
+DEFAULT_FUNCTIONS: tuple[dict[str, Any], ...] = tuple(
+    json.loads(
+        resources.files("clinicflow.evals.medagentbench")
+        .joinpath("functions.json")
+        .read_text(encoding="utf-8")
+    )
 )
-"""clinicflow's own short declarations of the benchmark's endpoints, used when no function file is given."""
+"""clinicflow's own short declarations of the benchmark's endpoints (functions.json, in the format of
+the benchmark's funcs_v1.json), used when no function file is given."""

@@ -7,7 +7,7 @@ rules as a table. Each field names the original behaviour it turns off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["CLINICFLOW", "ORIGINAL", "VARIANTS", "ProtocolVariant", "get_variant"]
 
@@ -43,27 +43,12 @@ class ProtocolVariant:
     observation without a time or numeric value fails the task; otherwise every page, skipping those."""
 
 
-ORIGINAL = ProtocolVariant(
-    name="original",
-    get_whole_reply=True,
-    finish_drops_last_char=True,
-    posts_from_history_text=True,
-    has_post_is_any_mention=True,
-    exact_payload_forms=True,
-    scores_agent_errors=True,
-    reference_first_page_only=True,
-)
+_RULES = tuple(f.name for f in fields(ProtocolVariant) if f.name != "name")
 
-CLINICFLOW = ProtocolVariant(
-    name="clinicflow",
-    get_whole_reply=False,
-    finish_drops_last_char=False,
-    posts_from_history_text=False,
-    has_post_is_any_mention=False,
-    exact_payload_forms=False,
-    scores_agent_errors=False,
-    reference_first_page_only=False,
-)
+ORIGINAL = ProtocolVariant("original", **dict.fromkeys(_RULES, True))
+"""Every rule of the published evaluation on."""
+CLINICFLOW = ProtocolVariant("clinicflow", **dict.fromkeys(_RULES, False))
+"""Every rule of the published evaluation off."""
 
 VARIANTS: dict[str, ProtocolVariant] = {v.name: v for v in (ORIGINAL, CLINICFLOW)}
 
