@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
-from clinicflow.api.auth import ForbiddenError, Principal
+from clinicflow.api.access import Caller, check_patient, require_read
 from clinicflow.api.cds_monitoring import Overdue, monitoring_codes, overdue_monitoring
 from clinicflow.api.cds_schemas import (
     SUMMARY_MAX,
@@ -44,7 +44,7 @@ from clinicflow.api.cds_schemas import (
     Source,
     Suggestion,
 )
-from clinicflow.api.routes import Caller, Services, _check_patient, _deny, services
+from clinicflow.api.services import Services, services
 from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.fhir.references import belongs_to_patient, reference_key
 from clinicflow.tools.render import concept_text, render_resource, resource_date
@@ -523,13 +523,6 @@ async def discovery() -> dict[str, Any]:
     return Discovery(services=list(SERVICES.values())).model_dump(mode="json", exclude_none=True)
 
 
-async def _require_read(svc: Services, principal: Principal, service_id: str) -> None:
-    if not principal.grants.read:
-        raise await _deny(
-            svc, principal, ForbiddenError("token lacks the `read` scope", "read"), workflow=service_id
-        )
-
-
 @cds_router.post("/cds-services/{service_id}", include_in_schema=False)
 async def call_service(service_id: str, request: Request, principal: Caller) -> dict[str, Any]:
     """Answer one hook call with CDS Hooks cards."""
@@ -537,7 +530,7 @@ async def call_service(service_id: str, request: Request, principal: Caller) -> 
     service = SERVICES.get(service_id)
     if service is None:
         raise HTTPException(404, f"no CDS service {service_id!r}; services: {', '.join(SERVICES)}")
-    await _require_read(svc, principal, service_id)
+    await require_read(svc, principal, workflow=service_id)
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
@@ -553,7 +546,7 @@ async def call_service(service_id: str, request: Request, principal: Caller) -> 
     budget = svc.settings.cds_time_budget_s
     try:
         patient_id, work = await _cards(service, hook_request, _Reader(svc, hook_request, budget))
-        await _check_patient(svc, principal, patient_id, workflow=service_id)
+        await check_patient(svc, principal, patient_id, workflow=service_id)
         cards = await asyncio.wait_for(work(), timeout=budget)
     except CdsRequestError as exc:
         raise HTTPException(exc.status, exc.detail) from None

@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from clinicflow.api.access import RequestAudit, check_patient, deny, require_read
 from clinicflow.api.audit import audit_scope
 from clinicflow.api.auth import ForbiddenError, Principal
-from clinicflow.api.routes import Services, _check_patient, _deny, _RequestAudit, services
+from clinicflow.api.services import Services, services
 from clinicflow.console.present import patient_label
 from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.fhir.references import PATIENT_IDENTITY_TYPES, in_patient_compartment, patient_owners
@@ -30,7 +31,7 @@ def _fhir(svc: Services) -> FhirClient:
 async def _read(svc: Services, principal: Principal, rtype: str, rid: str, **where: Any) -> dict[str, Any]:
     """One resource read on the principal's behalf (the FHIR transport audits it)."""
     fhir = _fhir(svc)
-    record = _RequestAudit(svc, principal, **where)
+    record = RequestAudit(svc, principal, **where)
     try:
         with audit_scope(record.scope):
             return await fhir.read(rtype, rid)
@@ -47,16 +48,15 @@ async def visible_resource(request: Request, principal: Principal, rtype: str, r
     scopes cover every patient it belongs to (the FHIR Patient compartment, `clinicflow.fhir.references`);
     403 (audited) otherwise. Shared resources (Medication, Practitioner, ...) need only `read`."""
     svc = services(request)
-    if not principal.grants.read:
-        raise await _deny(svc, principal, ForbiddenError("token lacks the `read` scope", "read"))
+    await require_read(svc, principal)
     if rtype == "Patient":
-        await _check_patient(svc, principal, rid)
+        await check_patient(svc, principal, rid)
     resource = await _read(svc, principal, rtype, rid)
     if not (in_patient_compartment(rtype) or rtype in PATIENT_IDENTITY_TYPES):
         return resource
     owners = patient_owners(resource, _fhir(svc).base_url)
     if not owners and not principal.grants.all_patients:
-        raise await _deny(
+        raise await deny(
             svc,
             principal,
             ForbiddenError(
@@ -64,7 +64,7 @@ async def visible_resource(request: Request, principal: Principal, rtype: str, r
             ),
         )
     for owner in sorted(owners):
-        await _check_patient(svc, principal, owner)
+        await check_patient(svc, principal, owner)
     return resource
 
 
@@ -93,10 +93,10 @@ async def pickable_patients(request: Request, principal: Principal) -> list[tupl
     try:
         visible = await svc.access.visible(principal)
     except ForbiddenError as exc:
-        raise await _deny(svc, principal, exc) from None
+        raise await deny(svc, principal, exc) from None
     if visible is None:
         fhir = _fhir(svc)
-        record = _RequestAudit(svc, principal)
+        record = RequestAudit(svc, principal)
         try:
             with audit_scope(record.scope):
                 found = await fhir.search("Patient").all(limit=MAX_PATIENTS)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from clinicflow.api.routes import services
+from clinicflow.api.services import services
 from clinicflow.console.session import visitor
 from clinicflow.console.web import ConsoleRoute, page
 from clinicflow.evals.ehrqa.questions import CATEGORY_TITLES

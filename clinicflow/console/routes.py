@@ -15,8 +15,12 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import ValidationError
 
-from clinicflow.api.routes import RunId, _visible_run, decide, list_runs, services
+from clinicflow.api.access import visible_run
+from clinicflow.api.params import RunId
+from clinicflow.api.run_control import decide
+from clinicflow.api.runs import list_runs
 from clinicflow.api.schemas import ApprovalIn
+from clinicflow.api.services import services
 from clinicflow.api.store import NewAudit
 from clinicflow.console.present import Order, apply_edits, evidence_of, order_of
 from clinicflow.console.records import patient_labels
@@ -168,7 +172,7 @@ async def decide_form(run_id: RunId, request: Request) -> Response:
     who = await visitor(request)
     form = await checked_form(request, who.session)
     svc = services(request)
-    run = await _visible_run(svc, who.principal, run_id)
+    run = await visible_run(svc, who.principal, run_id)
     request_body = (run.pending or {}).get("request")
     resource = request_body.get("resource") if isinstance(request_body, dict) else None
     body = _approval(form.get("action", ""), form, resource if isinstance(resource, dict) else {})

@@ -9,17 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from clinicflow.api.routes import (
-    MAX_ID,
-    RunId,
-    _visible_run,
-    create_run,
-    get_run,
-    list_runs,
-    run_events,
-    services,
-)
+from clinicflow.api.access import visible_run
+from clinicflow.api.params import MAX_ID, RunId
+from clinicflow.api.runs import create_run, get_run, list_runs, run_events
 from clinicflow.api.schemas import RunCreate, RunOut, RunStatus
+from clinicflow.api.services import services
 from clinicflow.api.store import TERMINAL_STATUSES
 from clinicflow.console.present import evidence_of, order_of, patient_label, timeline
 from clinicflow.console.records import patient_labels, pickable_patients, visible_resource
@@ -81,7 +75,7 @@ async def run_page(run_id: RunId, request: Request) -> Response:
 async def run_fragment(run_id: RunId, request: Request) -> Response:
     """The changing part of the run page, fetched again by the page's script on each new event."""
     who = await visitor(request)
-    row = await _visible_run(services(request), who.principal, run_id)
+    row = await visible_run(services(request), who.principal, run_id)
     context = await _run_context(request, who, RunOut.from_row(row))
     return page(request, "run_live.jinja", who, **context)
 

@@ -23,8 +23,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from fastapi import HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
+from clinicflow.api.access import authenticate
 from clinicflow.api.auth import Principal
-from clinicflow.api.routes import authenticate, services
+from clinicflow.api.services import services
 
 __all__ = [
     "COOKIE",
