@@ -2,17 +2,10 @@
 
 from .encoder import Encoder, ImageEncoder, Preprocess
 from .errors import EncoderLoadError, ImageIndexError, ImageReadError, ImageToolError, VectorStoreError
-from .ingest import (
-    IndexReport,
-    LoadedImage,
-    SkippedImage,
-    dicom_to_uint8,
-    image_files,
-    index_fhir_patient,
-    index_folder,
-    load_image,
-    load_image_bytes,
-)
+from .fhir_images import index_fhir_patient
+from .ingest import index_folder
+from .reading import LoadedImage, dicom_to_uint8, image_files, load_image, load_image_bytes
+from .report import IndexReport, SkippedImage
 from .search import ImageHit, ImageIndex, LabelScore, zero_shot
 from .store import EmbeddedVectorStore, VectorHit, VectorStore, open_store
 from .tool import make_cohort_image_tool, make_image_tools
