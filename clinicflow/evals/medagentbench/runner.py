@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,6 +124,50 @@ def _record(task: MabTask, trajectory: Trajectory, score: Score) -> dict[str, An
     }
 
 
+def _variant(
+    agent: AgentKind, protocol: ProtocolVariant | None, model: BaseChatModel | None
+) -> ProtocolVariant:
+    """The protocol the run follows; ValueError for an agent without its model or the tool graph under
+    the original protocol."""
+    if agent in ("text", "tools") and model is None:
+        raise ValueError(f"agent {agent!r} needs a chat model")
+    variant = protocol or (CLINICFLOW if agent == "tools" else ORIGINAL)
+    if agent == "tools" and variant is ORIGINAL:
+        raise ValueError(
+            "the original protocol scores the text conversation, and --agent tools runs clinicflow's "
+            "tool graph: use --protocol clinicflow"
+        )
+    return variant
+
+
+def _bearer(token: str | None) -> dict[str, str] | None:
+    """The GETs' authorization header, when the server takes a token."""
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
+def _task_runner(
+    agent: AgentKind,
+    model: BaseChatModel | None,
+    client: FhirClient,
+    getter: FhirGetter,
+    declarations: Sequence[dict[str, Any]],
+    *,
+    variant: ProtocolVariant,
+    max_rounds: int,
+) -> Callable[[MabTask], Awaitable[Trajectory]]:
+    """How one task is run: through the tool graph, or the text protocol with a model or the oracle."""
+    if agent == "tools" and model is not None:
+        return ToolsAgent(model, client, max_steps=max_rounds).run
+    text_agent: TextAgent = OracleAgent() if agent == "oracle" else ModelTextAgent(model)  # type: ignore[arg-type]
+
+    async def run_text(task: MabTask) -> Trajectory:
+        return await run_text_task(
+            task, text_agent, getter, declarations, variant=variant, max_rounds=max_rounds
+        )
+
+    return run_text
+
+
 async def run_medagentbench(
     tasks: Sequence[MabTask],
     *,
@@ -145,21 +189,57 @@ async def run_medagentbench(
     original's scorer cannot read. Raises `PreflightError` when the server lacks the tasks' patients and
     `RunConfigMismatchError` when `out_dir` holds a run with another configuration.
     """
-    if agent in ("text", "tools") and model is None:
-        raise ValueError(f"agent {agent!r} needs a chat model")
-    variant = protocol or (CLINICFLOW if agent == "tools" else ORIGINAL)
-    if agent == "tools" and variant is ORIGINAL:
-        raise ValueError(
-            "the original protocol scores the text conversation, and --agent tools runs clinicflow's "
-            "tool graph: use --protocol clinicflow"
-        )
+    variant = _variant(agent, protocol, model)
     declarations = list(functions) if functions is not None else load_functions(None)
     info = {
         "model": None if model is None else type(model).__name__,
         "functions": "built-in" if functions is None else "given",
         **(run_info or {}),
     }
-    manifest = {
+    manifest = _manifest(tasks, variant, agent, declarations, max_rounds, max_response_chars, info)
+    folder = RunFolder(out_dir, COMPARED_KEYS)
+    started = datetime.now(UTC)
+    async with (
+        FhirClient(base_url, token=token) as client,
+        httpx.AsyncClient(timeout=60.0, headers=_bearer(token)) as http,
+    ):
+        await check_patients(client, tasks)
+        manifest = folder.open(manifest)
+        done = {r["task_id"]: r for r in folder.results() if isinstance(r.get("task_id"), str)}
+        skipped = sum(1 for t in tasks if t.id in done)
+        chart = FhirChartSource(client, first_page_only=variant.reference_first_page_only)
+        getter = FhirGetter(client.base_url, http, max_chars=max_response_chars)
+        run_task = _task_runner(
+            agent, model, client, getter, declarations, variant=variant, max_rounds=max_rounds
+        )
+        for task in tasks:
+            if task.id in done:
+                continue
+            t0 = time.perf_counter()
+            trajectory = await run_task(task)
+            score = await score_task(task, trajectory, chart, client.base_url, variant=variant)
+            record = _record(task, trajectory, score)
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            folder.append(record)
+            done[task.id] = record
+            if on_task is not None:
+                on_task(record)
+    records = [done[t.id] for t in tasks]
+    facts = {**manifest, **info}  # this run's own facts (subset, server) over the stored ones
+    return _finish(records, facts, folder, skipped, fhir_url=client.base_url, agent=agent, started=started)
+
+
+def _manifest(
+    tasks: Sequence[MabTask],
+    variant: ProtocolVariant,
+    agent: AgentKind,
+    declarations: Sequence[dict[str, Any]],
+    max_rounds: int,
+    max_response_chars: int | None,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """run.json of a new run: what it runs and how (the compared keys), and `info`."""
+    return {
         "tasks_sha256": digest(tasks),
         "protocol": variant.name,
         "agent": agent,
@@ -169,44 +249,22 @@ async def run_medagentbench(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **info,
     }
-    folder = RunFolder(out_dir, COMPARED_KEYS)
-    started = datetime.now(UTC)
-    async with (
-        FhirClient(base_url, token=token) as client,
-        httpx.AsyncClient(
-            timeout=60.0, headers={"Authorization": f"Bearer {token}"} if token else None
-        ) as http,
-    ):
-        await check_patients(client, tasks)
-        manifest = folder.open(manifest)
-        done = {r["task_id"]: r for r in folder.results() if isinstance(r.get("task_id"), str)}
-        skipped = sum(1 for t in tasks if t.id in done)
-        chart = FhirChartSource(client, first_page_only=variant.reference_first_page_only)
-        getter = FhirGetter(client.base_url, http, max_chars=max_response_chars)
-        tools_agent = ToolsAgent(model, client, max_steps=max_rounds) if agent == "tools" and model else None
-        text_agent: TextAgent = OracleAgent() if agent == "oracle" else ModelTextAgent(model)  # type: ignore[arg-type]
-        for task in tasks:
-            if task.id in done:
-                continue
-            t0 = time.perf_counter()
-            if tools_agent is not None:
-                trajectory = await tools_agent.run(task)
-            else:
-                trajectory = await run_text_task(
-                    task, text_agent, getter, declarations, variant=variant, max_rounds=max_rounds
-                )
-            score = await score_task(task, trajectory, chart, client.base_url, variant=variant)
-            record = _record(task, trajectory, score)
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            folder.append(record)
-            done[task.id] = record
-            if on_task is not None:
-                on_task(record)
-    records = [done[t.id] for t in tasks]
+
+
+def _finish(
+    records: list[dict[str, Any]],
+    facts: dict[str, Any],
+    folder: RunFolder,
+    skipped: int,
+    *,
+    fhir_url: str,
+    agent: AgentKind,
+    started: datetime,
+) -> EvalRun:
+    """Write the report over all `records` and return the finished eval."""
     run = {
-        **manifest,
-        **info,  # this run's own facts (subset, server) over the stored ones
-        "fhir_url": client.base_url,
+        **facts,
+        "fhir_url": fhir_url,
         "approval_policy": APPROVAL_POLICY
         if agent == "tools"
         else "none (text protocol: POSTs recorded, not sent)",
@@ -216,7 +274,7 @@ async def run_medagentbench(
         "tasks_skipped": skipped,
     }
     report = build_report(records, run=run)
-    paths = write_report(report, out_dir)
+    paths = write_report(report, folder.out_dir)
     paths["results"] = folder.results_path
     paths["manifest"] = folder.manifest_path
     return EvalRun(records=records, report=report, paths=paths, skipped=skipped)

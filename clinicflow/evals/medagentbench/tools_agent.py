@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -28,6 +29,7 @@ __all__ = ["APPROVAL_POLICY", "ToolsAgent", "make_lookup_tools"]
 
 APPROVAL_POLICY: ApprovalPolicy = "auto_approve"
 _MAX_LINES = 60
+_NO_PATIENT = "Tool failed: no patient is in context"
 _STATUS: dict[str, TrajectoryStatus] = {
     "finished": "completed",
     "failed": "invalid_action",
@@ -44,6 +46,55 @@ def _name(patient: dict[str, Any]) -> str:
     return "(no name)"
 
 
+def _value_text(obs: dict[str, Any]) -> Any:
+    quantity = obs.get("valueQuantity") or {}
+    if quantity:
+        return f"{quantity.get('value')} {quantity.get('unit', '')}".strip()
+    return obs.get("valueString")
+
+
+async def _find_patient(client: FhirClient, given: str, family: str, birthdate: str) -> str:
+    found = await client.search("Patient").where(given=given, family=family, birthdate=birthdate).all(limit=5)
+    if not found:
+        return "Patient not found"
+    return "\n".join(
+        f"MRN {patient_mrn(p)}: {_name(p)}, born {p.get('birthDate')} [Patient/{p.get('id')}]" for p in found
+    )
+
+
+async def _patient_info(client: FhirClient, patient_id: str) -> str:
+    patient = await client.read("Patient", patient_id)
+    return (
+        f"{_name(patient)}, MRN {patient_mrn(patient)}, born {patient.get('birthDate')}, "
+        f"{patient.get('gender', 'sex unknown')} [Patient/{patient_id}]"
+    )
+
+
+async def _lab_results(client: FhirClient, code: str, patient_id: str) -> str:
+    found = await client.search("Observation").where(patient=patient_id, code=code.strip()).all(limit=5000)
+    rows = sorted(
+        (o for o in found if o.get("effectiveDateTime")),
+        key=lambda o: str(o["effectiveDateTime"]),
+        reverse=True,
+    )
+    if not rows:
+        return f"No results with code {code} (not found in the record)."
+    lines = [f"{len(rows)} results with code {code}, newest first:"]
+    lines += [
+        f"{obs['effectiveDateTime']}  {_value_text(obs)}  [Observation/{obs.get('id')}]"
+        for obs in rows[:_MAX_LINES]
+    ]
+    return "\n".join(lines)
+
+
+async def _reported(read: Awaitable[str]) -> str:
+    """The tool's text, or the FHIR server's error as the model is told it."""
+    try:
+        return await read
+    except FhirError as exc:
+        return f"Tool failed: FHIR server error: {exc}"
+
+
 def make_lookup_tools(client: FhirClient) -> list[BaseTool]:
     """Read tools for the tasks: find a patient by name and birth date, demographics, and lab results."""
 
@@ -55,33 +106,13 @@ def make_lookup_tools(client: FhirClient) -> list[BaseTool]:
             family: family (last) name.
             birthdate: date of birth, YYYY-MM-DD.
         """
-        try:
-            found = (
-                await client.search("Patient")
-                .where(given=given, family=family, birthdate=birthdate)
-                .all(limit=5)
-            )
-        except FhirError as exc:
-            return f"Tool failed: FHIR server error: {exc}"
-        if not found:
-            return "Patient not found"
-        return "\n".join(
-            f"MRN {patient_mrn(p)}: {_name(p)}, born {p.get('birthDate')} [Patient/{p.get('id')}]"
-            for p in found
-        )
+        return await _reported(_find_patient(client, given, family, birthdate))
 
     async def patient_info(patient_id: Annotated[str | None, InjectedState("patient_id")]) -> str:
         """Demographics of the patient in context: name, MRN, date of birth, sex."""
         if not patient_id:
-            return "Tool failed: no patient is in context"
-        try:
-            patient = await client.read("Patient", patient_id)
-        except FhirError as exc:
-            return f"Tool failed: FHIR server error: {exc}"
-        return (
-            f"{_name(patient)}, MRN {patient_mrn(patient)}, born {patient.get('birthDate')}, "
-            f"{patient.get('gender', 'sex unknown')} [Patient/{patient_id}]"
-        )
+            return _NO_PATIENT
+        return await _reported(_patient_info(client, patient_id))
 
     async def lab_results(code: str, patient_id: Annotated[str | None, InjectedState("patient_id")]) -> str:
         """All results of one lab code for the patient in context, newest first, with exact times.
@@ -90,32 +121,8 @@ def make_lookup_tools(client: FhirClient) -> list[BaseTool]:
             code: the code the task names, e.g. MG, GLU, K, A1C.
         """
         if not patient_id:
-            return "Tool failed: no patient is in context"
-        try:
-            found = (
-                await client.search("Observation")
-                .where(patient=patient_id, code=code.strip())
-                .all(limit=5000)
-            )
-        except FhirError as exc:
-            return f"Tool failed: FHIR server error: {exc}"
-        rows = sorted(
-            (o for o in found if o.get("effectiveDateTime")),
-            key=lambda o: str(o["effectiveDateTime"]),
-            reverse=True,
-        )
-        if not rows:
-            return f"No results with code {code} (not found in the record)."
-        lines = [f"{len(rows)} results with code {code}, newest first:"]
-        for obs in rows[:_MAX_LINES]:
-            quantity = obs.get("valueQuantity") or {}
-            value = (
-                f"{quantity.get('value')} {quantity.get('unit', '')}".strip()
-                if quantity
-                else obs.get("valueString")
-            )
-            lines.append(f"{obs['effectiveDateTime']}  {value}  [Observation/{obs.get('id')}]")
-        return "\n".join(lines)
+            return _NO_PATIENT
+        return await _reported(_lab_results(client, code, patient_id))
 
     return [
         StructuredTool.from_function(coroutine=find_patient, name="find_patient", parse_docstring=True),
