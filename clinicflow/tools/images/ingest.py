@@ -13,36 +13,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ImageReadError
-from .fhir_images import MAX_ATTACHMENT_BYTES, FhirReader, index_fhir_patient
-from .reading import (
-    DICOM_SUFFIXES,
-    IMAGE_SUFFIXES,
-    LoadedImage,
-    dicom_to_uint8,
-    image_files,
-    load_image,
-    load_image_bytes,
-)
+from .fhir_images import MAX_ATTACHMENT_BYTES as MAX_ATTACHMENT_BYTES
+from .fhir_images import FhirReader as FhirReader
+from .fhir_images import index_fhir_patient as index_fhir_patient
+from .reading import DICOM_SUFFIXES as DICOM_SUFFIXES
+from .reading import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from .reading import LoadedImage, image_files, load_image
+from .reading import dicom_to_uint8 as dicom_to_uint8
+from .reading import load_image_bytes as load_image_bytes
 from .report import IndexReport, SkippedImage
 
 if TYPE_CHECKING:
     from .search import ImageIndex
 
-__all__ = [
-    "DICOM_SUFFIXES",
-    "IMAGE_SUFFIXES",
-    "MAX_ATTACHMENT_BYTES",
-    "FhirReader",
-    "IndexReport",
-    "LoadedImage",
-    "SkippedImage",
-    "dicom_to_uint8",
-    "image_files",
-    "index_fhir_patient",
-    "index_folder",
-    "load_image",
-    "load_image_bytes",
-]
+# Besides `index_folder`, the names this module held before decoding (`reading`) and FHIR ingestion
+# (`fhir_images`) moved out stay importable from here (the `X as X` imports).
+__all__ = ["index_folder"]
 
 
 def _load_file(path: Path, patient_id: str | None) -> LoadedImage:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VectorStoreError
-from .store import Filter, Metadata, VectorHit, _check_batch, _query_vector, _tag
+from .store import Filter, Metadata, StoreBase, VectorHit, _check_batch, _query_vector, _tag
 
 __all__ = ["PgVectorStore", "psycopg_conninfo"]
 
@@ -35,7 +35,7 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-class PgVectorStore:
+class PgVectorStore(StoreBase):
     """Cosine search in a Postgres table `(id text, embedding vector(dim), metadata jsonb)`.
 
     An HNSW index serves unfiltered queries; filtered ones (e.g. one patient) run exactly over the
@@ -78,16 +78,6 @@ class PgVectorStore:
 
     def __repr__(self) -> str:
         return f"PgVectorStore({self.url!r}, table={self.table!r}, dim={self._dim})"
-
-    def __enter__(self) -> PgVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def dim(self) -> int | None:
-        return self._dim
 
     def _table_dim(self) -> int | None:
         row = self._conn.execute(

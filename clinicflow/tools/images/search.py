@@ -13,8 +13,8 @@ import numpy as np
 
 from .encoder import Encoder, ImageEncoder
 from .errors import ImageIndexError
-from .ingest import LoadedImage, load_image
-from .store import Filter, VectorHit, VectorStore
+from .reading import LoadedImage, load_image
+from .store import ClosedOnExit, Filter, VectorHit, VectorStore
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -111,7 +111,7 @@ def zero_shot(
     ]
 
 
-class ImageIndex:
+class ImageIndex(ClosedOnExit):
     """Images embedded by one encoder in one vector store; built by `ingest`, queried by the tools."""
 
     def __init__(self, encoder: Encoder, store: VectorStore, *, path: Path | None = None) -> None:
@@ -123,12 +123,6 @@ class ImageIndex:
 
     def __repr__(self) -> str:
         return f"ImageIndex(encoder={self.encoder.name!r}, store={self.store!r})"
-
-    def __enter__(self) -> ImageIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @classmethod
     def open(

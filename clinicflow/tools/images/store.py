@@ -86,6 +86,30 @@ class VectorStore(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class ClosedOnExit:
+    """`with` support for what has a `close()`: leaving the block closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StoreBase(ClosedOnExit):
+    """What the vector stores share: `with` support, and the dimension they hold (`_dim`)."""
+
+    _dim: int | None
+
+    @property
+    def dim(self) -> int | None:
+        """Vector dimension, or None while the store is empty and no dimension was given."""
+        return self._dim
+
+
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm, as float32 (zero rows stay zero)."""
     v = np.asarray(vectors, dtype=np.float32)
@@ -125,7 +149,7 @@ def _query_vector(vector: np.ndarray, dim: int | None) -> np.ndarray:
     return normalize_rows(q[None, :])[0]
 
 
-class EmbeddedVectorStore:
+class EmbeddedVectorStore(StoreBase):
     """Exact cosine search over a memory-mapped float32/float16 matrix with SQLite metadata; no server.
 
     `path=None` keeps everything in memory (tests, throwaway indexes).
@@ -185,16 +209,6 @@ class EmbeddedVectorStore:
     def __repr__(self) -> str:
         where = str(self.path) if self.path else ":memory:"
         return f"EmbeddedVectorStore({where}, n={self._n}, dim={self._dim})"
-
-    def __enter__(self) -> EmbeddedVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def dim(self) -> int | None:
-        return self._dim
 
     def _set_info(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO info (key, value) VALUES (?, ?)", (key, value))
