@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clinicflow.evals.input_files import read_input, validation_problems
+
 __all__ = ["AgentClinicConfig", "RunFileError", "load_config"]
 
 
@@ -56,10 +58,9 @@ class AgentClinicConfig(BaseModel):
 
 
 def _read_run_file(path: Path) -> dict[str, Any]:
+    text = read_input(path, "run file", RunFileError)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RunFileError(f"cannot read run file {path}: {exc.strerror or exc}") from exc
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RunFileError(f"run file {path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -85,8 +86,6 @@ def load_config(run_file: Path | None, overrides: Mapping[str, Any]) -> AgentCli
     try:
         return AgentClinicConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = validation_problems(exc, "config")
         source = f" (run file {run_file})" if run_file is not None else ""
         raise RunFileError(f"invalid AgentClinic options{source}: {problems}") from exc

@@ -4,11 +4,12 @@ the published accuracies with every way this run's setup differs from the publis
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from clinicflow.evals.stats import wilson_interval
 
 __all__ = ["PUBLISHED", "build_report", "differences", "wilson_interval", "write_report"]
 
@@ -89,17 +90,6 @@ def differences(run: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
     if run.get("doctor_tools"):
         out.append("The doctor may call tools: a variant beyond AgentClinic.")
     return out
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def build_report(
@@ -207,14 +197,19 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None) -> str:
         lines += ["", f"![accuracy and turns]({plot_name})"]
     elif report.get("plot_error"):
         lines += ["", f"(plot not written: {_cell(report['plot_error'])})"]
-    lines += [
+    lines += _case_table(report["cases"]) + _published_section(report)
+    return "\n".join(line for line in lines if line is not None)
+
+
+def _case_table(cases: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    lines: list[str | None] = [
         "",
         "## Per case",
         "",
         "| case | correct diagnosis | doctor's diagnosis | verdict | turns | tests |",
         "|---|---|---|---|---|---|",
     ]
-    for case in report["cases"]:
+    for case in cases:
         verdict = "correct" if case["correct"] else "incorrect"
         if case["finished"] != "diagnosis":
             verdict += " (no diagnosis)"
@@ -222,13 +217,18 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None) -> str:
             f"| {_cell(case['case_id'])} | {_cell(case['correct_diagnosis'])} | {_cell(case['diagnosis'])} | "
             f"{verdict} | {case['turns']} | {_cell(', '.join(case['tests_requested'] or []))} |"
         )
-    lines += ["", "## Published accuracy (%)", "", "This run's setup differs from the published one:", ""]
+    return lines
+
+
+def _published_section(report: Mapping[str, Any]) -> list[str | None]:
+    lines: list[str | None] = ["", "## Published accuracy (%)", ""]
+    lines += ["This run's setup differs from the published one:", ""]
     lines += [f"- {_cell(text)}" for text in report["differences_from_published"]]
     lines += ["", "| model | MedQA | MIMIC-IV |", "|---|---|---|"]
     for model, scores in report["published_accuracy"].items():
         lines.append(f"| {model} | {scores.get('MedQA', '—')} | {scores.get('MIMIC-IV', '—')} |")
     lines.append("")
-    return "\n".join(line for line in lines if line is not None)
+    return lines
 
 
 def _plot(report: Mapping[str, Any], path: Path) -> None:

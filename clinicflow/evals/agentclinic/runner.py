@@ -148,24 +148,9 @@ async def run_agentclinic(
     doctor_bias = validate_bias(doctor_bias, "doctor")
     patient_bias = validate_bias(patient_bias, "patient")
     configured = _with_generation(models, rules, max_new_tokens)
-    graphs: dict[bool, Any] = {}
-
-    def graph_for(linked: bool) -> Any:
-        if linked not in graphs:
-            graphs[linked] = build_encounter_graph(
-                configured,
-                protocol=rules,
-                max_turns=turns,
-                doctor_bias=doctor_bias,
-                patient_bias=patient_bias,
-                image_request=image_request,
-                doctor_tools=[*doctor_tools, *(record_tools if linked else ())],
-            )
-        return graphs[linked]
-
-    for linked in {False, bool(record_tools)}:
-        graph_for(linked)  # an option the protocol lacks fails here, before the run folder is touched
-    roles = {role: getattr(models, role) for role in ("doctor", "patient", "measurement", "moderator")}
+    graphs = _Graphs(
+        configured, rules, turns, (doctor_bias, patient_bias), image_request, doctor_tools, record_tools
+    )
     manifest = {
         **dict(run_info or {}),
         "protocol": rules.name,
@@ -175,19 +160,80 @@ async def run_agentclinic(
         "image_request": image_request,
         "doctor_tools": bool(doctor_tools or record_tools),
         "max_new_tokens": max_new_tokens,
-        "generation": {
-            "temperature": rules.temperature,
-            "max_new_tokens": max_new_tokens or rules.max_new_tokens,
-            "not_applied_to": [role for role, model in roles.items() if not sets_generation(model)],
-        },
+        "generation": _generation(models, rules, max_new_tokens),
     }
     manifest.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     store = RunStore(out_dir)
     manifest = store.open(manifest)
-
     done = store.finished()
     pending = [case for case in cases if case.case_id not in done]
+    failures = await _run_pending(pending, graphs, store, concurrency, on_case)
+    report = build_report(_in_order(store, cases), manifest=manifest, selected=len(cases), failures=failures)
+    paths = write_report(report, out_dir)
+    return RunSummary(
+        out_dir, len(pending) - len(failures), len(cases) - len(pending), failures, report, paths
+    )
 
+
+def _in_order(store: RunStore, cases: Sequence[EncounterCase]) -> list[dict[str, Any]]:
+    """Every finished case's results line, in the order of `cases` (others after them, by id)."""
+    order = {case.case_id: i for i, case in enumerate(cases)}
+    return sorted(
+        store.finished().values(), key=lambda r: (order.get(r["case_id"], len(order)), r["case_id"])
+    )
+
+
+class _Graphs:
+    """The compiled encounter graphs of a run: one without and one with the record tools (for cases
+    linked to a FHIR patient), built up front so that an option the protocol lacks fails before the run
+    folder is touched."""
+
+    def __init__(
+        self,
+        models: RoleModels,
+        rules: EncounterProtocol,
+        turns: int,
+        biases: tuple[str | None, str | None],
+        image_request: bool,
+        doctor_tools: Sequence[BaseTool],
+        record_tools: Sequence[BaseTool],
+    ) -> None:
+        self.linked_tools = bool(record_tools)
+        self.graphs = {
+            linked: build_encounter_graph(
+                models,
+                protocol=rules,
+                max_turns=turns,
+                doctor_bias=biases[0],
+                patient_bias=biases[1],
+                image_request=image_request,
+                doctor_tools=[*doctor_tools, *(record_tools if linked else ())],
+            )
+            for linked in {False, self.linked_tools}
+        }
+
+    def for_case(self, case: EncounterCase) -> Any:
+        return self.graphs[self.linked_tools and case.patient_id is not None]
+
+
+def _generation(models: RoleModels, rules: EncounterProtocol, max_new_tokens: int | None) -> dict[str, Any]:
+    """The generation settings as run.json records them, with the roles whose model could not take them."""
+    roles = {role: getattr(models, role) for role in ("doctor", "patient", "measurement", "moderator")}
+    return {
+        "temperature": rules.temperature,
+        "max_new_tokens": max_new_tokens or rules.max_new_tokens,
+        "not_applied_to": [role for role, model in roles.items() if not sets_generation(model)],
+    }
+
+
+async def _run_pending(
+    pending: Sequence[EncounterCase],
+    graphs: _Graphs,
+    store: RunStore,
+    concurrency: int,
+    on_case: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, str]]:
+    """Run the cases, at most `concurrency` at once, recording each as it ends; returns the failures."""
     semaphore = asyncio.Semaphore(concurrency)
     failures: list[dict[str, str]] = []
 
@@ -195,9 +241,7 @@ async def run_agentclinic(
         async with semaphore:
             started = time.perf_counter()
             try:
-                outcome = await run_encounter(
-                    graph_for(bool(record_tools) and case.patient_id is not None), case
-                )
+                outcome = await run_encounter(graphs.for_case(case), case)
             except Exception as exc:
                 failures.append({"case_id": case.case_id, "error": f"{type(exc).__name__}: {exc}"})
                 return
@@ -209,12 +253,4 @@ async def run_agentclinic(
     async with asyncio.TaskGroup() as group:
         for case in pending:
             group.create_task(one(case))
-
-    results = store.finished()
-    order = {case.case_id: i for i, case in enumerate(cases)}
-    ordered = sorted(results.values(), key=lambda r: (order.get(r["case_id"], len(order)), r["case_id"]))
-    report = build_report(ordered, manifest=manifest, selected=len(cases), failures=failures)
-    paths = write_report(report, out_dir)
-    return RunSummary(
-        out_dir, len(pending) - len(failures), len(cases) - len(pending), failures, report, paths
-    )
+    return failures

@@ -9,13 +9,13 @@ figures are printed beside a run's only under the `original` protocol.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from clinicflow.evals.medagentbench.tasks import ACTION_TYPES, QUERY_TYPES, TASK_TYPE_NAMES
+from clinicflow.evals.stats import wilson_interval
 
 __all__ = [
     "PUBLISHED",
@@ -86,17 +86,6 @@ def differences_from_published(run: Mapping[str, Any]) -> list[str]:
     )
     out.append("GETs are sent only to URLs under the FHIR base; the benchmark fetches any URL")
     return out
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def _rate(records: Sequence[Mapping[str, Any]], key: str = "correct") -> dict[str, Any]:

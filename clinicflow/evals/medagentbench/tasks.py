@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clinicflow.agents.ehr_task import current_time_from_context
+from clinicflow.evals.input_files import read_input, validation_problems
 
 __all__ = [
     "ACTION_TYPES",
@@ -143,10 +144,7 @@ class MabTask(BaseModel):
 def load_tasks(path: Path | str) -> list[MabTask]:
     """Read a task file (a JSON list, or JSON lines); raises `TaskFileError` naming the bad entry."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TaskFileError(f"cannot read task file {path}: {exc.strerror or exc}") from None
+    text = read_input(path, "task file", TaskFileError)
     try:
         data = json.loads(text) if path.suffix != ".jsonl" else None
     except json.JSONDecodeError:
@@ -164,9 +162,7 @@ def load_tasks(path: Path | str) -> list[MabTask]:
         try:
             task = MabTask.model_validate(item)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = validation_problems(exc, "task")
             raise TaskFileError(f"{path}: task {index}: {problems}") from None
         if task.task_type not in TASK_TYPE_NAMES:
             raise TaskFileError(f"{path}: task {index} ({task.id}): unknown task type {task.task_type}")
@@ -198,10 +194,9 @@ def load_functions(path: Path | str | None) -> list[dict[str, Any]]:
     if path is None:
         return [dict(f) for f in DEFAULT_FUNCTIONS]
     path = Path(path)
+    text = read_input(path, "function file", TaskFileError)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TaskFileError(f"cannot read function file {path}: {exc.strerror or exc}") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TaskFileError(f"{path} is not JSON: {exc}") from None
     if not isinstance(data, list) or not all(isinstance(f, dict) and "name" in f for f in data):
