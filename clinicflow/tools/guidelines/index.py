@@ -123,6 +123,30 @@ class IndexReport:
         return "\n".join(lines)
 
 
+def _insert_document(conn: sqlite3.Connection, doc: Document, fingerprint: str, vectors: np.ndarray) -> None:
+    """One document's row, and a chunk, full-text and vector row for each of its passages."""
+    cur = conn.execute(
+        "INSERT INTO documents (path, doc_id, title, source, year, tags, fingerprint)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (doc.path, doc.doc_id, doc.title, doc.source, doc.year, json.dumps(list(doc.tags)), fingerprint),
+    )
+    document_id = cur.lastrowid
+    for ordinal, (chunk, vector) in enumerate(zip(doc.chunks, vectors, strict=True)):
+        cur = conn.execute(
+            "INSERT INTO chunks (document_id, ordinal, section, page, text) VALUES (?, ?, ?, ?, ?)",
+            (document_id, ordinal, chunk.section, chunk.page, chunk.text),
+        )
+        chunk_id = cur.lastrowid
+        conn.execute(
+            "INSERT INTO chunks_fts (rowid, title, section, text) VALUES (?, ?, ?, ?)",
+            (chunk_id, doc.title, chunk.section, chunk.text),
+        )
+        conn.execute(
+            "INSERT INTO vectors VALUES (?, ?)",
+            (chunk_id, np.ascontiguousarray(vector, dtype=np.float32).tobytes()),
+        )
+
+
 def _fingerprint(doc: Document) -> str:
     h = hashlib.sha256(doc.sha256.encode())
     for chunk in doc.chunks:
@@ -266,28 +290,8 @@ class GuidelineIndex:
             row = 0
             for doc, fp in todo:
                 self._delete_path(conn, doc.path)
-                cur = conn.execute(
-                    "INSERT INTO documents (path, doc_id, title, source, year, tags, fingerprint)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (doc.path, doc.doc_id, doc.title, doc.source, doc.year, json.dumps(list(doc.tags)), fp),
-                )
-                document_id = cur.lastrowid
-                for ordinal, chunk in enumerate(doc.chunks):
-                    cur = conn.execute(
-                        "INSERT INTO chunks (document_id, ordinal, section, page, text)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (document_id, ordinal, chunk.section, chunk.page, chunk.text),
-                    )
-                    chunk_id = cur.lastrowid
-                    conn.execute(
-                        "INSERT INTO chunks_fts (rowid, title, section, text) VALUES (?, ?, ?, ?)",
-                        (chunk_id, doc.title, chunk.section, chunk.text),
-                    )
-                    conn.execute(
-                        "INSERT INTO vectors VALUES (?, ?)",
-                        (chunk_id, np.ascontiguousarray(vectors[row], dtype=np.float32).tobytes()),
-                    )
-                    row += 1
+                _insert_document(conn, doc, fp, vectors[row : row + len(doc.chunks)])
+                row += len(doc.chunks)
                 report.indexed.append(doc.doc_id)
                 report.chunks_added += len(doc.chunks)
             if todo or rebuild:

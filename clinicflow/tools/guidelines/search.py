@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypedDict, Unpack, get_args
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from clinicflow.tools.guidelines.index import GuidelineIndex, SearchFilters, Sto
 __all__ = [
     "NO_GUIDELINES",
     "NO_MATCH",
+    "AnswerOptions",
     "GuidelineSearcher",
     "Mode",
     "Passage",
@@ -34,6 +35,15 @@ NO_GUIDELINES = "no guidelines indexed"
 NO_MATCH = "no matching guideline passages"
 MAX_K = 50
 MAX_QUERY_CHARS = 2000
+
+
+class AnswerOptions(TypedDict, total=False):
+    """The keyword options of `GuidelineSearcher.answer_with_passages`, which `answer` passes on."""
+
+    token_budget: int
+    mode: Mode
+    filters: SearchFilters | None
+
 
 _STOPWORDS = frozenset(
     re.findall(
@@ -172,17 +182,9 @@ class GuidelineSearcher:
         """`search` off the event loop (SQLite and the encoder block)."""
         return await asyncio.to_thread(self.search, query, k, mode=mode, filters=filters)
 
-    def answer(
-        self,
-        query: str,
-        k: int = 5,
-        *,
-        token_budget: int = 1200,
-        mode: Mode = "hybrid",
-        filters: SearchFilters | None = None,
-    ) -> str:
+    def answer(self, query: str, k: int = 5, **options: Unpack[AnswerOptions]) -> str:
         """Cited passages as text under `token_budget`, or a message when nothing is indexed or matches."""
-        return self.answer_with_passages(query, k, token_budget=token_budget, mode=mode, filters=filters)[0]
+        return self.answer_with_passages(query, k, **options)[0]
 
     def answer_with_passages(
         self,
@@ -205,18 +207,10 @@ class GuidelineSearcher:
         return "\n\n".join(block for _, block in packed), [p for p, _ in packed]
 
     async def aanswer_with_passages(
-        self,
-        query: str,
-        k: int = 5,
-        *,
-        token_budget: int = 1200,
-        mode: Mode = "hybrid",
-        filters: SearchFilters | None = None,
+        self, query: str, k: int = 5, **options: Unpack[AnswerOptions]
     ) -> tuple[str, list[Passage]]:
         """`answer_with_passages` off the event loop (SQLite and the encoder block)."""
-        return await asyncio.to_thread(
-            self.answer_with_passages, query, k, token_budget=token_budget, mode=mode, filters=filters
-        )
+        return await asyncio.to_thread(self.answer_with_passages, query, k, **options)
 
     def _bm25(self, query: str, depth: int, filters: SearchFilters | None) -> list[int]:
         match = fts_query(query)
