@@ -152,27 +152,13 @@ def _open_text(file: Path) -> IO[str]:
     return file.open(encoding="utf-8")
 
 
-def fhir_records(file: Path) -> Iterator[tuple[str | None, Any, str | None, LoadIssue | None]]:
+_Record = tuple[str | None, Any, str | None, LoadIssue | None]
+
+
+def fhir_records(file: Path) -> Iterator[_Record]:
     """Yield (location, resource, fullUrl, issue) for each resource in a file; issue set when unreadable."""
     if file.name.lower().removesuffix(".gz").endswith(".ndjson"):
-        n = 0
-        try:
-            with _open_text(file) as fh:
-                for n, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    loc = f"line {n}"
-                    try:
-                        yield loc, json.loads(line), None, None
-                    except json.JSONDecodeError as exc:
-                        yield (
-                            loc,
-                            None,
-                            None,
-                            LoadIssue(file, loc, f"not valid JSON: {exc.msg} (column {exc.colno})"),
-                        )
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            yield f"line {n + 1}", None, None, LoadIssue(file, f"line {n + 1}", f"unreadable: {exc}")
+        yield from _ndjson_records(file)
         return
     try:
         with _open_text(file) as fh:
@@ -194,6 +180,33 @@ def fhir_records(file: Path) -> Iterator[tuple[str | None, Any, str | None, Load
     if data.get("resourceType") != "Bundle":
         yield None, data, None, None
         return
+    yield from _bundle_records(file, data)
+
+
+def _ndjson_records(file: Path) -> Iterator[_Record]:
+    """One record a non-empty line of an NDJSON file."""
+    n = 0
+    try:
+        with _open_text(file) as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                loc = f"line {n}"
+                try:
+                    yield loc, json.loads(line), None, None
+                except json.JSONDecodeError as exc:
+                    yield (
+                        loc,
+                        None,
+                        None,
+                        LoadIssue(file, loc, f"not valid JSON: {exc.msg} (column {exc.colno})"),
+                    )
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        yield f"line {n + 1}", None, None, LoadIssue(file, f"line {n + 1}", f"unreadable: {exc}")
+
+
+def _bundle_records(file: Path, data: dict[str, Any]) -> Iterator[_Record]:
+    """One record an entry of a Bundle of a loaded type (transaction, batch, collection, searchset)."""
     btype = data.get("type")
     if btype not in _ENTRY_BUNDLE_TYPES:
         yield None, None, None, LoadIssue(file, None, f"Bundle of type {btype!r} is not loaded")
