@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from clinicflow.evals.medagentbench.runner import EvalRun
+    from clinicflow.evals.medagentbench.tasks import MabTask
+    from clinicflow.fhir import FhirClient
     from clinicflow.settings import Settings
 
 __all__ = ["PREFLIGHT_EXIT", "AgentChoice", "ProtocolChoice", "medagentbench"]
@@ -70,83 +73,105 @@ async def _server(settings: Settings, fhir_url: str | None, out: Path) -> AsyncI
         yield url
 
 
-async def _main(
-    settings: Settings,
-    *,
-    tasks_path: Path | None,
-    synthetic: int | None,
-    fhir_url: str | None,
-    agent: AgentChoice,
-    protocol: ProtocolChoice | None,
-    funcs: Path | None,
-    out: Path,
-    model: str | None,
-    model_url: str | None,
-    max_rounds: int,
-    max_response_chars: int | None,
-    limit: int | None,
-    seed: int,
-    now: str | None,
-) -> EvalRun:
-    from clinicflow.evals.medagentbench.preflight import check_patients
-    from clinicflow.evals.medagentbench.runner import digest, run_medagentbench, synthetic_tasks
+@dataclass(frozen=True)
+class _Choices:
+    """What one `eval medagentbench` was asked to run (the command's options)."""
+
+    tasks_path: Path | None
+    synthetic: int | None
+    fhir_url: str | None
+    agent: AgentChoice
+    protocol: ProtocolChoice | None
+    funcs: Path | None
+    out: Path
+    model: str | None
+    model_url: str | None
+    max_rounds: int
+    max_response_chars: int | None
+    limit: int | None
+    seed: int
+    now: str | None
+
+
+async def _synthetic_tasks(client: FhirClient, choices: _Choices, base_url: str) -> list[MabTask]:
+    """A synthetic task set made on the server's patients, saved in the output folder."""
+    from clinicflow.evals.medagentbench.runner import synthetic_tasks
     from clinicflow.evals.medagentbench.synthetic import SYNTHETIC_NOW
-    from clinicflow.evals.medagentbench.tasks import load_functions, load_tasks, save_tasks
+    from clinicflow.evals.medagentbench.tasks import save_tasks
+
+    if choices.fhir_url:
+        typer.echo(f"Adding MRN identifiers and task labs to the patients on {base_url} ...")
+    now = choices.now or SYNTHETIC_NOW
+    loaded = await synthetic_tasks(client, choices.synthetic or 10, now=now, seed=choices.seed)
+    saved = save_tasks(loaded, choices.out / "tasks.json")
+    typer.echo(f"{len(loaded)} synthetic task(s) written to {saved}")
+    return loaded
+
+
+def _run_info(
+    settings: Settings, choices: _Choices, loaded: list[MabTask], selected: list[MabTask], chat: object
+) -> dict[str, Any]:
+    """What run.json records of the command: the task set, the server, the declarations and the model."""
+    from clinicflow.evals.medagentbench.runner import digest
+
+    seed, tasks_path = choices.seed, choices.tasks_path
+    model = choices.model_url or choices.model or settings.model or "default (clinicflow-270m-ehr-v1)"
+    return {
+        "tasks": str(tasks_path) if tasks_path else f"synthetic ({len(loaded)}, seed {seed})",
+        "task_set": "file" if tasks_path else "synthetic",
+        "server": "given" if choices.fhir_url else "embedded",
+        "tasks_total": len(loaded),
+        "tasks_selected": len(selected),
+        "tasks_sha256": digest(loaded),
+        "functions": str(choices.funcs) if choices.funcs else "built-in",
+        "model": None if chat is None else model,
+    }
+
+
+def _on_task(record: dict[str, Any]) -> None:
+    verdict = "correct" if record["correct"] else f"wrong: {record['reason']}"
+    typer.echo(f"[{record['task_id']}] {record['status']}, {record['rounds']} round(s): {verdict}")
+
+
+async def _main(settings: Settings, choices: _Choices) -> EvalRun:
+    from clinicflow.evals.medagentbench.preflight import check_patients
+    from clinicflow.evals.medagentbench.runner import run_medagentbench
+    from clinicflow.evals.medagentbench.tasks import load_functions, load_tasks
     from clinicflow.evals.medagentbench.variants import get_variant
     from clinicflow.fhir import FhirClient
 
-    variant = get_variant(protocol.value) if protocol is not None else None
-
+    variant = get_variant(choices.protocol.value) if choices.protocol is not None else None
+    funcs, tasks_path = choices.funcs, choices.tasks_path
     if funcs is None and tasks_path is not None and (tasks_path.parent / "funcs_v1.json").exists():
         funcs = tasks_path.parent / "funcs_v1.json"
+        choices = replace(choices, funcs=funcs)
     functions = load_functions(funcs)
     loaded = load_tasks(tasks_path) if tasks_path is not None else None
-
-    async with _server(settings, fhir_url, out) as base_url:
+    async with _server(settings, choices.fhir_url, choices.out) as base_url:
         typer.echo(f"FHIR server: {base_url}")
         async with FhirClient(base_url, token=settings.fhir_token) as client:
             if loaded is None:
-                if fhir_url:
-                    typer.echo(f"Adding MRN identifiers and task labs to the patients on {base_url} ...")
-                loaded = await synthetic_tasks(client, synthetic or 10, now=now or SYNTHETIC_NOW, seed=seed)
-                saved = save_tasks(loaded, out / "tasks.json")
-                typer.echo(f"{len(loaded)} synthetic task(s) written to {saved}")
-            selected = loaded[:limit] if limit else loaded
+                loaded = await _synthetic_tasks(client, choices, base_url)
+            selected = loaded[: choices.limit] if choices.limit else loaded
             # The run checks this too; checking first stops a wrong server before the model loads.
             await check_patients(client, selected)
         chat = None
-        if agent is not AgentChoice.oracle:
+        if choices.agent is not AgentChoice.oracle:
             typer.echo("Loading the model ...")
-            chat = await asyncio.to_thread(_load_model, settings, model, model_url)
-
-        def on_task(record: dict[str, Any]) -> None:
-            verdict = "correct" if record["correct"] else f"wrong: {record['reason']}"
-            typer.echo(f"[{record['task_id']}] {record['status']}, {record['rounds']} round(s): {verdict}")
-
+            chat = await asyncio.to_thread(_load_model, settings, choices.model, choices.model_url)
         return await run_medagentbench(
             selected,
             base_url=base_url,
-            agent=agent.value,
-            out_dir=out,
+            agent=choices.agent.value,
+            out_dir=choices.out,
             protocol=variant,
             model=chat,
             functions=functions,
-            max_rounds=max_rounds,
-            max_response_chars=max_response_chars,
+            max_rounds=choices.max_rounds,
+            max_response_chars=choices.max_response_chars,
             token=settings.fhir_token,
-            run_info={
-                "tasks": str(tasks_path) if tasks_path else f"synthetic ({len(loaded)}, seed {seed})",
-                "task_set": "file" if tasks_path else "synthetic",
-                "server": "given" if fhir_url else "embedded",
-                "tasks_total": len(loaded),
-                "tasks_selected": len(selected),
-                "tasks_sha256": digest(loaded),
-                "functions": str(funcs) if funcs else "built-in",
-                "model": None
-                if chat is None
-                else (model_url or model or settings.model or "default (clinicflow-270m-ehr-v1)"),
-            },
-            on_task=on_task,
+            run_info=_run_info(settings, choices, loaded, selected, chat),
+            on_task=_on_task,
         )
 
 
@@ -219,26 +244,12 @@ def medagentbench(
             "--tasks needs the FHIR server holding the tasks' patients: "
             "--fhir-url URL (or CLINICFLOW_FHIR_URL)"
         )
+    choices = _Choices(
+        tasks, synthetic, url, agent, protocol, funcs, out, model, model_url, max_rounds,
+        max_response_chars, limit, seed, now,
+    )  # fmt: skip
     try:
-        run = asyncio.run(
-            _main(
-                settings,
-                tasks_path=tasks,
-                synthetic=synthetic,
-                fhir_url=url,
-                agent=agent,
-                protocol=protocol,
-                funcs=funcs,
-                out=out,
-                model=model,
-                model_url=model_url,
-                max_rounds=max_rounds,
-                max_response_chars=max_response_chars,
-                limit=limit,
-                seed=seed,
-                now=now,
-            )
-        )
+        run = asyncio.run(_main(settings, choices))
     except PreflightError as exc:
         _fail(str(exc), PREFLIGHT_EXIT)
     except (TaskFileError, FhirError, EmbeddedServerError, ValueError) as exc:
@@ -246,22 +257,24 @@ def medagentbench(
     except KeyboardInterrupt:
         typer.echo("\ninterrupted", err=True)
         raise typer.Exit(130) from None
+    _print_summary(run, out)
+
+
+def _pct(block: dict[str, Any]) -> str:
+    if not block["n"]:
+        return "n/a"
+    low, high = block["ci95"]
+    return f"{100 * block['rate']:.1f}% ({block['k']}/{block['n']}, 95% CI {100 * low:.1f}-{100 * high:.1f})"
+
+
+def _print_summary(run: EvalRun, out: Path) -> None:
     report = run.report
-
-    def pct(block: dict[str, Any]) -> str:
-        if not block["n"]:
-            return "n/a"
-        low, high = block["ci95"]
-        return (
-            f"{100 * block['rate']:.1f}% ({block['k']}/{block['n']}, 95% CI {100 * low:.1f}-{100 * high:.1f})"
-        )
-
     if run.skipped:
         typer.echo(f"{run.skipped} task(s) were already in {out} and were not run again")
     typer.echo(
         f"protocol {report['protocol']}; "
-        f"success: overall {pct(report['overall'])}; query {pct(report['query'])}; "
-        f"action {pct(report['action'])}; invalid actions {pct(report['invalid_action'])}"
+        f"success: overall {_pct(report['overall'])}; query {_pct(report['query'])}; "
+        f"action {_pct(report['action'])}; invalid actions {_pct(report['invalid_action'])}"
     )
     typer.echo(f"report: {run.paths['markdown']}")
 
