@@ -1,18 +1,8 @@
 """FHIR R4 access: an async client with a search builder, typed errors and R4B parsing."""
 
+from . import errors
 from .client import FHIR_ID, BearerAuth, FhirClient
-from .errors import (
-    FhirAuthError,
-    FhirBadRequestError,
-    FhirConflictError,
-    FhirConnectionError,
-    FhirError,
-    FhirNotFoundError,
-    FhirResponseError,
-    FhirServerError,
-    FhirTimeoutError,
-    FhirValidationError,
-)
+from .errors import *  # noqa: F403 (the typed errors: errors.__all__)
 from .resources import parse_resource
 from .search import DEFAULT_LIMIT, DEFAULT_MAX_PAGES, Search
 
@@ -21,17 +11,8 @@ __all__ = [
     "DEFAULT_MAX_PAGES",
     "FHIR_ID",
     "BearerAuth",
-    "FhirAuthError",
-    "FhirBadRequestError",
     "FhirClient",
-    "FhirConflictError",
-    "FhirConnectionError",
-    "FhirError",
-    "FhirNotFoundError",
-    "FhirResponseError",
-    "FhirServerError",
-    "FhirTimeoutError",
-    "FhirValidationError",
     "Search",
     "parse_resource",
 ]
+__all__ += errors.__all__
