@@ -10,6 +10,7 @@ import typer
 
 if TYPE_CHECKING:
     from clinicflow.evals.agentclinic import ScenarioSet
+    from clinicflow.evals.run_folder import RunSummary
 
 __all__ = ["agentclinic"]
 
@@ -78,17 +79,7 @@ def agentclinic(
     Finished cases are recorded as they end; rerunning the same command resumes an interrupted eval.
     The report states the protocol, every role's model and how the setup differs from the published one.
     """
-    from clinicflow.agents.encounter import ProtocolOptionError, UnknownBiasError
-    from clinicflow.evals.agentclinic import (
-        DoctorToolsError,
-        ModelLoadError,
-        ModelSpecError,
-        RunConfigMismatchError,
-        RunFileError,
-        ScenarioFileError,
-        load_config,
-        run_from_config,
-    )
+    from clinicflow.evals.agentclinic import load_config, run_from_config
     from clinicflow.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -108,7 +99,38 @@ def agentclinic(
         "doctor_tools": doctor_tools,
         "max_new_tokens": max_new_tokens,
     }
-    expected = (
+    expected = _expected_errors()
+    try:
+        run_config = load_config(config, overrides)
+    except expected as exc:
+        _fail(str(exc))
+    progress = _Progress(run_config.out)
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # fields come from the environment
+        run = asyncio.run(
+            run_from_config(run_config, settings, on_case=progress.case, on_loaded=progress.loaded)
+        )
+    except expected as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; rerun the same command to resume from {run_config.out}", err=True)
+        raise typer.Exit(130) from None
+    _print_summary(run.summary)
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """The failures reported in one line (exit status 2), not as a traceback."""
+    from clinicflow.agents.encounter import ProtocolOptionError, UnknownBiasError
+    from clinicflow.evals.agentclinic import (
+        DoctorToolsError,
+        ModelLoadError,
+        ModelSpecError,
+        RunConfigMismatchError,
+        RunFileError,
+        ScenarioFileError,
+    )
+
+    return (
         RunFileError,
         ScenarioFileError,
         ProtocolOptionError,
@@ -118,39 +140,33 @@ def agentclinic(
         RunConfigMismatchError,
         DoctorToolsError,
     )
-    try:
-        run_config = load_config(config, overrides)
-    except expected as exc:
-        _fail(str(exc))
 
-    finished = 0
 
-    def on_loaded(loaded: ScenarioSet, notes: list[str]) -> None:
+class _Progress:
+    """The lines printed while a run goes: what was loaded, then each finished case."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.finished = 0
+
+    def loaded(self, loaded: ScenarioSet, notes: list[str]) -> None:
         for error in loaded.errors:
             typer.echo(f"skipped {loaded.path} {error}", err=True)
         for note in notes:
             typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{len(loaded.cases)} scenario(s) from {loaded.path}; output in {run_config.out}")
+        typer.echo(f"{len(loaded.cases)} scenario(s) from {loaded.path}; output in {self.out}")
 
-    def on_case(result: dict[str, Any]) -> None:
-        nonlocal finished
-        finished += 1
+    def case(self, result: dict[str, Any]) -> None:
+        self.finished += 1
         verdict = "correct" if result["correct"] else "incorrect"
         typer.echo(
-            f"[{finished}] {result['case_id']}: {verdict} after {result['turns']} turn(s); "
+            f"[{self.finished}] {result['case_id']}: {verdict} after {result['turns']} turn(s); "
             f"diagnosis {result['diagnosis']!r}, expected {result['correct_diagnosis']!r}"
         )
 
-    try:
-        settings = Settings()  # type: ignore[call-arg]  # fields come from the environment
-        run = asyncio.run(run_from_config(run_config, settings, on_case=on_case, on_loaded=on_loaded))
-    except expected as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; rerun the same command to resume from {run_config.out}", err=True)
-        raise typer.Exit(130) from None
 
-    summary = run.summary
+def _print_summary(summary: RunSummary) -> None:
+    """Failures, accuracy and where the report is; exit status 1 when a case failed."""
     report = summary.report
     for failure in summary.failures:
         typer.echo(f"failed {failure['case_id']}: {failure['error']} (retried on rerun)", err=True)
