@@ -6,12 +6,15 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from clinicflow.cli.progress import ProgressBar
 from clinicflow.settings import Settings
+
+if TYPE_CHECKING:
+    from clinicflow.tools.images import ImageIndex
 
 __all__ = ["images_app"]
 
@@ -45,6 +48,28 @@ def _index_path(index: Path | None) -> Path:
     return index if index is not None else _settings().cache_dir / "images"
 
 
+def _open_index(
+    index: Path | None,
+    encoder: Path | None,
+    database_url: str | None,
+    device: str | None,
+    dtype: str | None,
+    *,
+    create: bool = False,
+) -> ImageIndex:
+    """The image index at `--index` (default <cache_dir>/images), opened with the command's options."""
+    from clinicflow.tools.images import ImageIndex
+
+    return ImageIndex.open(
+        _index_path(index),
+        encoder=encoder,
+        database_url=database_url,
+        create=create,
+        device=device,
+        dtype=dtype,
+    )
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Known failures end the command with a one-line message and exit status 2, not a traceback."""
@@ -71,19 +96,12 @@ def index_command(
     dtype: DtypeOpt = None,
 ) -> None:
     """Index every image under FOLDER; unreadable images are skipped and listed."""
-    from clinicflow.tools.images import ImageIndex, index_folder
+    from clinicflow.tools.images import index_folder
 
     with _user_errors():
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a directory")
-        with ImageIndex.open(
-            _index_path(index),
-            encoder=encoder,
-            database_url=database_url,
-            create=True,
-            device=device,
-            dtype=dtype,
-        ) as image_index:
+        with _open_index(index, encoder, database_url, device, dtype, create=True) as image_index:
             with ProgressBar("Indexing images", "image") as bar:
                 report = index_folder(image_index, folder, patient_id=patient, progress=bar)
             typer.echo(report.summary())
@@ -108,7 +126,7 @@ def index_fhir_command(
 ) -> None:
     """Index a patient's Media, DocumentReference and ImagingStudy images, keeping their FHIR references."""
     from clinicflow.fhir import FhirClient
-    from clinicflow.tools.images import ImageIndex, index_fhir_patient
+    from clinicflow.tools.images import index_fhir_patient
 
     settings = _settings()
     url = fhir_url or settings.fhir_url
@@ -131,14 +149,7 @@ def index_fhir_command(
                     report = await index_fhir_patient(image_index, client, patient)
             return report.summary()
 
-        with ImageIndex.open(
-            _index_path(index),
-            encoder=encoder,
-            database_url=database_url,
-            create=True,
-            device=device,
-            dtype=dtype,
-        ) as image_index:
+        with _open_index(index, encoder, database_url, device, dtype, create=True) as image_index:
             typer.echo(asyncio.run(run(image_index)))
 
 
@@ -161,7 +172,6 @@ def search_command(
     dtype: DtypeOpt = None,
 ) -> None:
     """Search by text or by --image; with --labels, score each result (and the query image) per label."""
-    from clinicflow.tools.images import ImageIndex
 
     with _user_errors():
         if (query is None) == (image is None):
@@ -171,9 +181,7 @@ def search_command(
         label_list = [s.strip() for s in labels.split(",") if s.strip()] if labels else []
         if labels is not None and not label_list:
             raise ValueError("--labels needs at least one label, e.g. --labels 'normal,pneumothorax'")
-        with ImageIndex.open(
-            _index_path(index), encoder=encoder, database_url=database_url, device=device, dtype=dtype
-        ) as image_index:
+        with _open_index(index, encoder, database_url, device, dtype) as image_index:
             scope = {"patient_id": patient} if patient else None
             if image_index.count(scope) == 0:
                 typer.echo("no images indexed" + (f" for patient {patient}" if patient else ""))

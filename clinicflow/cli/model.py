@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from clinicflow.cli.ask import ModelOpt, ModelUrlOpt
 from clinicflow.model import ModelError, ensure_default_model, load_chat_model
 from clinicflow.settings import Settings
 
@@ -22,17 +23,6 @@ model_app = typer.Typer(
     add_completion=False,
     help="Local model hosting: prepare, try and serve a chat model.",
 )
-
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="Model folder (MedGemma) or built-in name; default: CLINICFLOW_MODEL, else the tuned 270M.",
-    ),
-]
-ModelUrlOpt = Annotated[
-    str | None, typer.Option("--model-url", help="OpenAI-compatible base URL (vLLM, llama-server, ...).")
-]
 
 
 def _settings() -> Settings:
