@@ -68,3 +68,7 @@ class Settings(BaseSettings):
 
     def checkpoint_path(self) -> Path:
         return self.checkpoint_db or self.cache_dir / "checkpoints.sqlite"
+
+    def record_budgets(self) -> dict[str, int]:
+        """The evidence and manifest token budgets, as `RecordReader` and `make_fhir_tools` take them."""
+        return {"token_budget": self.evidence_token_budget, "manifest_budget": self.manifest_token_budget}

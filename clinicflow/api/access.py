@@ -26,21 +26,26 @@ __all__ = [
     "deny",
     "require_read",
     "run_audit",
+    "verify_token",
     "visible_run",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (cfk_...) or an OAuth2 JWT access token.")
 
 
-async def _principal(svc: Services, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    if credentials is None or not credentials.credentials:
-        raise AuthError("a bearer token is required", "missing")
-    token = credentials.credentials
+async def verify_token(svc: Services, token: str) -> Principal:
+    """The principal of an API key, else of a JWT from the configured issuer; `AuthError` otherwise."""
     if token.startswith(API_KEY_PREFIX):
         return await verify_api_key(svc.store, token)
     if svc.jwt is None:
         raise AuthError("unknown token: not an API key, and JWT verification is not configured")
     return await svc.jwt.verify(token)
+
+
+async def _principal(svc: Services, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise AuthError("a bearer token is required", "missing")
+    return await verify_token(svc, credentials.credentials)
 
 
 async def _audit_auth_failure(svc: Services, request: Request, exc: AuthError) -> None:

@@ -48,6 +48,9 @@ _REST = {
     "fhir.delete": ("delete", "D"),
     "fhir.transaction": ("transaction", "E"),
 }
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 _ACTION_CODE = {"run.create": "C", "approval.decide": "U", "run.cancel": "U", "run.resume": "E"}
 
 
@@ -227,59 +230,68 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
     return out
 
 
-def audit_event(row: AuditRow) -> dict[str, Any]:
-    """The audit row as a FHIR R4 AuditEvent resource (validated with fhir.resources R4B)."""
-    from fhir.resources.R4B.auditevent import AuditEvent
+def _concept(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"coding": [_coding(system, code, display)]}
 
+
+def _event_kind(row: AuditRow) -> tuple[dict[str, str], dict[str, str], str]:
+    """The AuditEvent's type, subtype and action code: a FHIR REST interaction, or an API action."""
     rest = _REST.get(row.action)
     if rest is not None:
         event_type = _coding(
             "http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation"
         )
-        subtype = _coding("http://hl7.org/fhir/restful-interaction", rest[0])
-        action = rest[1]
-    else:
-        event_type = _coding("http://dicom.nema.org/resources/ontology/DCM", "110100", "Application Activity")
-        subtype = _coding("urn:clinicflow:audit-action", row.action)
-        action = _ACTION_CODE.get(row.action, "E")
-    outcome = {"success": "0", "denied": "4", "failure": "8"}.get(row.outcome, "4")
+        return event_type, _coding("http://hl7.org/fhir/restful-interaction", rest[0]), rest[1]
+    event_type = _coding("http://dicom.nema.org/resources/ontology/DCM", "110100", "Application Activity")
+    return event_type, _coding("urn:clinicflow:audit-action", row.action), _ACTION_CODE.get(row.action, "E")
+
+
+def _run_entity(row: AuditRow, run_id: str) -> dict[str, Any]:
+    """The run as an entity (a Job), with the workflow and the row's detail."""
+    details = [{"type": "workflow", "valueString": row.workflow}] if row.workflow else []
+    details += [
+        {"type": str(k), "valueString": str(v)[:1000]}
+        for k, v in sorted(row.detail.items())
+        if v not in (None, "", [], {})
+    ]
+    entity: dict[str, Any] = {
+        "what": {"identifier": {"system": RUN_SYSTEM, "value": run_id}, "display": f"run {run_id}"},
+        "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(_OBJECT_ROLE, "20", "Job"),
+    }
+    if details:
+        entity["detail"] = details
+    return entity
+
+
+def _entities(row: AuditRow) -> list[dict[str, Any]]:
+    """The patient, the other resources and the run an audit row concerns."""
     entities: list[dict[str, Any]] = []
     if row.patient_id:
         entities.append(
             {
                 "what": {"reference": f"Patient/{row.patient_id}"},
-                "type": _coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "1", "Person"),
-                "role": _coding("http://terminology.hl7.org/CodeSystem/object-role", "1", "Patient"),
+                "type": _coding(_ENTITY_TYPE, "1", "Person"),
+                "role": _coding(_OBJECT_ROLE, "1", "Patient"),
             }
         )
-    for ref in row.resources:
-        if ref != f"Patient/{row.patient_id}":
-            entities.append(
-                {
-                    "what": {"reference": ref},
-                    "type": _coding(
-                        "http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"
-                    ),
-                }
-            )
+    entities += [
+        {"what": {"reference": ref}, "type": _coding(_ENTITY_TYPE, "2", "System Object")}
+        for ref in row.resources
+        if ref != f"Patient/{row.patient_id}"
+    ]
     if row.run_id:
-        details = [{"type": "workflow", "valueString": row.workflow}] if row.workflow else []
-        details += [
-            {"type": str(k), "valueString": str(v)[:1000]}
-            for k, v in sorted(row.detail.items())
-            if v not in (None, "", [], {})
-        ]
-        run_entity: dict[str, Any] = {
-            "what": {
-                "identifier": {"system": RUN_SYSTEM, "value": row.run_id},
-                "display": f"run {row.run_id}",
-            },
-            "type": _coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"),
-            "role": _coding("http://terminology.hl7.org/CodeSystem/object-role", "20", "Job"),
-        }
-        if details:
-            run_entity["detail"] = details
-        entities.append(run_entity)
+        entities.append(_run_entity(row, row.run_id))
+    return entities
+
+
+def audit_event(row: AuditRow) -> dict[str, Any]:
+    """The audit row as a FHIR R4 AuditEvent resource (validated with fhir.resources R4B)."""
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    event_type, subtype, action = _event_kind(row)
+    author = _concept("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "AUT", "author")
+    server = _coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": f"cf-{row.id}",
@@ -287,30 +299,20 @@ def audit_event(row: AuditRow) -> dict[str, Any]:
         "subtype": [subtype],
         "action": action,
         "recorded": row.at.isoformat(),
-        "outcome": outcome,
+        "outcome": {"success": "0", "denied": "4", "failure": "8"}.get(row.outcome, "4"),
         "agent": [
             {
-                "type": {
-                    "coding": [
-                        _coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "AUT", "author")
-                    ]
-                },
+                "type": author,
                 "who": {"identifier": {"system": PRINCIPAL_SYSTEM, "value": row.actor}, "display": row.actor},
                 "altId": row.actor_kind,
                 "requestor": True,
             }
         ],
-        "source": {
-            "observer": {"display": "clinicflow API"},
-            "type": [
-                _coding(
-                    "http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server"
-                )
-            ],
-        },
+        "source": {"observer": {"display": "clinicflow API"}, "type": [server]},
     }
     if row.outcome != "success" and row.detail.get("error"):
         resource["outcomeDesc"] = str(row.detail["error"])[:1000]
+    entities = _entities(row)
     if entities:
         resource["entity"] = entities
     AuditEvent.model_validate(resource)
@@ -334,27 +336,11 @@ def provenance(
         },
         "agent": [
             {
-                "type": {
-                    "coding": [
-                        _coding(
-                            "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                            "assembler",
-                            "Assembler",
-                        )
-                    ]
-                },
+                "type": _concept(_PARTICIPANT, "assembler", "Assembler"),
                 "who": {"display": f"clinicflow {workflow}"},
             },
             {
-                "type": {
-                    "coding": [
-                        _coding(
-                            "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                            "author",
-                            "Author",
-                        )
-                    ]
-                },
+                "type": _concept(_PARTICIPANT, "author", "Author"),
                 "who": {"identifier": {"system": PRINCIPAL_SYSTEM, "value": actor}},
             },
         ],

@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,38 +224,30 @@ async def verify_api_key(store: Store, token: str) -> Principal:
     return Principal.of(f"key:{row.name}:{row.key_id}", "api_key", row.scopes)
 
 
+@dataclass(eq=False)
 class JwtVerifier:
     """Verifies OAuth2 JWT access tokens against an issuer's JWKS (URL or file), `iss` and `aud`."""
 
-    def __init__(
-        self,
-        jwks: str,
-        *,
-        issuer: str | None,
-        audience: str | None,
-        algorithms: list[str],
-        scope_claim: str = "scope",
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.jwks = jwks
-        self.issuer = issuer
-        self.audience = audience
-        self.algorithms = algorithms
-        self.scope_claim = scope_claim
-        self._http = http
-        self._keys: dict[str, Any] = {}
-        self._fetched = 0.0
-        self._lock = asyncio.Lock()
+    jwks: str
+    _: KW_ONLY
+    issuer: str | None
+    audience: str | None
+    algorithms: list[str]
+    scope_claim: str = "scope"
+    http: httpx.AsyncClient | None = None
+    _keys: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _fetched: float = field(default=0.0, init=False, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def _load(self) -> dict[str, Any]:
         if self.jwks.startswith(("http://", "https://")):
-            client = self._http or httpx.AsyncClient(timeout=10.0)
+            client = self.http or httpx.AsyncClient(timeout=10.0)
             try:
                 response = await client.get(self.jwks)
                 response.raise_for_status()
                 document = response.json()
             finally:
-                if self._http is None:
+                if self.http is None:
                     await client.aclose()
         else:
             document = json.loads(Path(self.jwks.removeprefix("file://")).read_text())

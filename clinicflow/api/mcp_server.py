@@ -130,11 +130,7 @@ class _Session:
         return self._model
 
     def record_tools(self) -> list[BaseTool]:
-        return make_fhir_tools(
-            self.fhir,
-            token_budget=self.settings.evidence_token_budget,
-            manifest_budget=self.settings.manifest_token_budget,
-        )
+        return make_fhir_tools(self.fhir, **self.settings.record_budgets())
 
     def guideline_tools(self) -> list[BaseTool]:
         if self.guideline_index is None:
@@ -142,6 +138,51 @@ class _Session:
         from clinicflow.tools import make_guideline_tool
 
         return [make_guideline_tool(self.guideline_index)]
+
+    def _graph_options(self) -> dict[str, Any]:
+        """A fresh in-memory checkpointer (nothing outlives the call) and the step limit."""
+        return {"checkpointer": InMemorySaver(), "max_steps": self.settings.max_steps}
+
+    async def ask(self, question: str) -> dict[str, Any]:
+        """The ehr_qa workflow's answer for the bound patient."""
+        from clinicflow.graphs.ehr_qa import EhrQaInputError, build_ehr_qa_graph, run_ehr_qa
+
+        tools = [*self.record_tools(), *self.guideline_tools()]
+        graph = build_ehr_qa_graph(self.model(), tools, **self._graph_options())
+        try:
+            result = await run_ehr_qa(graph, question, self.patient_id, thread_id=uuid.uuid4().hex)
+        except EhrQaInputError as exc:
+            raise _tool_error(exc) from None
+        return {
+            "answer": result.answer,
+            "citations": result.citations,
+            "status": result.status,
+            "evidence": [line.model_dump(mode="json") for line in result.evidence],
+            "errors": result.errors,
+        }
+
+    async def propose(self, instruction: str, context: str) -> dict[str, Any]:
+        """The ehr_task workflow up to its first write, which is returned, not made."""
+        from clinicflow.graphs.ehr_task import EhrTaskInputError, build_ehr_task_graph, run_ehr_task
+        from clinicflow.tools import FhirWriter
+
+        writer = FhirWriter(self.fhir)
+        graph = build_ehr_task_graph(
+            self.model(), self.record_tools(), writer, approval="require", **self._graph_options()
+        )
+        try:
+            result = await run_ehr_task(graph, instruction, context=context, patient_id=self.patient_id)
+        except EhrTaskInputError as exc:
+            raise _tool_error(exc) from None
+        # The run stops at its first write; it is never resumed here, so nothing reaches the server.
+        return {
+            "status": result.status,
+            "pending_approval": result.pending_approval,
+            "summary": result.summary,
+            "written": [w.model_dump(mode="json") for w in result.writes],
+            "note": "Not written. Submit the task to clinicflow's API (workflow ehr_task) to have a person "
+            "approve it there.",
+        }
 
 
 def _tool_error(exc: Exception) -> ToolError:
@@ -158,11 +199,7 @@ def build_mcp_server(
 ) -> PatientBoundServer:
     """The MCP server for one patient (checked to exist by `open_mcp_server`, not here)."""
     session = _Session(settings, patient_id, fhir, load_model, guideline_index)
-    reader = RecordReader(
-        fhir,
-        token_budget=settings.evidence_token_budget,
-        manifest_budget=settings.manifest_token_budget,
-    )
+    reader = RecordReader(fhir, **settings.record_budgets())
     server = PatientBoundServer(
         lambda: patient_id, name="clinicflow", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
     )
@@ -172,54 +209,13 @@ def build_mcp_server(
     async def ask(question: str) -> dict[str, Any]:
         """Answer a question about the patient's record with the ehr_qa workflow: the answer, the
         [ResourceType/id] citations it rests on, and its status (answered, or refused without evidence)."""
-        from clinicflow.graphs.ehr_qa import EhrQaInputError, build_ehr_qa_graph, run_ehr_qa
-
-        graph = build_ehr_qa_graph(
-            session.model(),
-            [*session.record_tools(), *session.guideline_tools()],
-            checkpointer=InMemorySaver(),
-            max_steps=settings.max_steps,
-        )
-        try:
-            result = await run_ehr_qa(graph, question, patient_id, thread_id=uuid.uuid4().hex)
-        except EhrQaInputError as exc:
-            raise _tool_error(exc) from None
-        return {
-            "answer": result.answer,
-            "citations": result.citations,
-            "status": result.status,
-            "evidence": [line.model_dump(mode="json") for line in result.evidence],
-            "errors": result.errors,
-        }
+        return await session.ask(question)
 
     @server.tool()
     async def propose_task(instruction: str, context: str = "") -> dict[str, Any]:
         """Plan a task that writes to the record (e.g. an order) with the ehr_task workflow. Nothing is
         written: the result is the pending approval (the exact resource) for a person to decide."""
-        from clinicflow.graphs.ehr_task import EhrTaskInputError, build_ehr_task_graph, run_ehr_task
-        from clinicflow.tools import FhirWriter
-
-        graph = build_ehr_task_graph(
-            session.model(),
-            session.record_tools(),
-            FhirWriter(fhir),
-            approval="require",
-            checkpointer=InMemorySaver(),
-            max_steps=settings.max_steps,
-        )
-        try:
-            result = await run_ehr_task(graph, instruction, context=context, patient_id=patient_id)
-        except EhrTaskInputError as exc:
-            raise _tool_error(exc) from None
-        # The run stops at its first write; it is never resumed here, so nothing reaches the server.
-        return {
-            "status": result.status,
-            "pending_approval": result.pending_approval,
-            "summary": result.summary,
-            "written": [w.model_dump(mode="json") for w in result.writes],
-            "note": "Not written. Submit the task to clinicflow's API (workflow ehr_task) to have a person "
-            "approve it there.",
-        }
+        return await session.propose(instruction, context)
 
     return server
 

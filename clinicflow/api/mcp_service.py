@@ -26,10 +26,11 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 
-from clinicflow.api.auth import API_KEY_PREFIX, AuthError, parse_scopes, verify_api_key
+from clinicflow.api.access import verify_token
+from clinicflow.api.auth import AuthError, parse_scopes
 from clinicflow.api.config import ApiSettings
 from clinicflow.api.mcp_server import INSTRUCTIONS, PatientBoundServer, add_record_tools
-from clinicflow.api.routes import Services
+from clinicflow.api.services import Services
 from clinicflow.tools import RecordReader, make_guideline_tool
 from clinicflow.tools.guidelines import default_index_path, indexed_guidelines
 
@@ -50,12 +51,7 @@ class ApiTokenVerifier:
     async def verify_token(self, token: str) -> AccessToken | None:
         svc = self.services()
         try:
-            if token.startswith(API_KEY_PREFIX):
-                principal = await verify_api_key(svc.store, token)
-            elif svc.jwt is not None:
-                principal = await svc.jwt.verify(token)
-            else:
-                raise AuthError("unknown token: not an API key, and JWT verification is not configured")
+            principal = await verify_token(svc, token)
         except AuthError as exc:
             svc.metrics.auth_failures.labels(exc.reason).inc()
             return None
@@ -106,6 +102,50 @@ class _Runs:
                 run = (await http.get(f"/v1/runs/{run['id']}")).raise_for_status().json()
             return dict(run)  # past the deadline: the run as it stands (it goes on; GET /v1/runs/{id})
 
+    async def ask(self, question: str) -> dict[str, Any]:
+        """An ehr_qa run for the token's patient, settled or as it stands after 10 minutes."""
+        patient = token_patient()
+        run = await self.start_and_settle("ehr_qa", {"question": question, "patient_id": patient}, 600)
+        result = run.get("result") or {}
+        return {
+            "run_id": run["id"],
+            "status": result.get("status", run["status"]),
+            "answer": result.get("answer"),
+            "citations": result.get("citations", []),
+            "error": run.get("error"),
+        }
+
+    async def propose(self, instruction: str, context: str) -> dict[str, Any]:
+        """An ehr_task run for the token's patient, waiting for approval of its first write."""
+        patient = token_patient()
+        data = {"instruction": instruction, "context": context, "patient_id": patient}
+        run = await self.start_and_settle("ehr_task", data, 600)
+        waiting = run["status"] == "waiting_approval"
+        return {
+            "run_id": run["id"],
+            "status": run["status"],
+            "pending_approval": run.get("pending_approval"),
+            "result": run.get("result"),
+            "approve_at": f"POST /v1/runs/{run['id']}/approval" if waiting else None,
+        }
+
+
+class _ServiceReader:
+    """A `RecordReader` over the API's FHIR client, made on first use (the client opens with the app)."""
+
+    def __init__(self, settings: ApiSettings, services: Callable[[], Services]) -> None:
+        self.settings = settings
+        self.services = services
+        self._reader: RecordReader | None = None
+
+    def __call__(self) -> RecordReader:
+        fhir = self.services().deps.fhir
+        if fhir is None:
+            raise ToolError("this service has no FHIR server")
+        if self._reader is None:
+            self._reader = RecordReader(fhir, **self.settings.record_budgets())
+        return self._reader
+
 
 def _guideline_tool(settings: ApiSettings) -> BaseTool | None:
     path = indexed_guidelines(default_index_path(settings))
@@ -128,21 +168,7 @@ def build_api_mcp_server(
             resource_server_url=None,
         ),
     )
-    readers: list[RecordReader] = []
-
-    def reader() -> RecordReader:
-        fhir = services().deps.fhir
-        if fhir is None:
-            raise ToolError("this service has no FHIR server")
-        if not readers:
-            budgets = {
-                "token_budget": settings.evidence_token_budget,
-                "manifest_budget": settings.manifest_token_budget,
-            }
-            readers.append(RecordReader(fhir, **budgets))
-        return readers[0]
-
-    add_record_tools(server, reader, _guideline_tool(settings))
+    add_record_tools(server, _ServiceReader(settings, services), _guideline_tool(settings))
     runs = _Runs(app)
 
     @server.tool()
@@ -150,32 +176,13 @@ def build_api_mcp_server(
         """Answer a question about the patient's record with the ehr_qa workflow (a run of the API): the
         answer, the [ResourceType/id] citations it rests on, and its status (a run still going after 10
         minutes is returned as it stands; follow it at GET /v1/runs/{run_id})."""
-        patient = token_patient()
-        run = await runs.start_and_settle("ehr_qa", {"question": question, "patient_id": patient}, 600)
-        result = run.get("result") or {}
-        return {
-            "run_id": run["id"],
-            "status": result.get("status", run["status"]),
-            "answer": result.get("answer"),
-            "citations": result.get("citations", []),
-            "error": run.get("error"),
-        }
+        return await runs.ask(question)
 
     @server.tool()
     async def propose_task(instruction: str, context: str = "") -> dict[str, Any]:
         """Plan a task that writes to the record (e.g. an order) with the ehr_task workflow, as a run of
         the API. Nothing is written: the run waits for a person to approve its exact resource at the
         API's POST /v1/runs/{run_id}/approval."""
-        patient = token_patient()
-        data = {"instruction": instruction, "context": context, "patient_id": patient}
-        run = await runs.start_and_settle("ehr_task", data, 600)
-        waiting = run["status"] == "waiting_approval"
-        return {
-            "run_id": run["id"],
-            "status": run["status"],
-            "pending_approval": run.get("pending_approval"),
-            "result": run.get("result"),
-            "approve_at": f"POST /v1/runs/{run['id']}/approval" if waiting else None,
-        }
+        return await runs.propose(instruction, context)
 
     return server
