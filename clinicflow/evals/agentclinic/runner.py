@@ -86,21 +86,19 @@ class RunStore(RunFolder):
         self.append(result)
 
 
+_VERDICT_FIELDS = ("diagnosis", "correct", "moderator_reply", "turns", "tests_requested", "finished")
+_TURN_FIELDS = ("image_turns", "image_not_sent", "echo_turns")
+"""The outcome's fields a results line holds, in its order."""
+
+
 def _result_line(case: EncounterCase, outcome: EncounterOutcome, elapsed: float) -> dict[str, Any]:
     return {
         "case_id": case.case_id,
         "correct_diagnosis": case.correct_diagnosis,
-        "diagnosis": outcome.diagnosis,
-        "correct": outcome.correct,
-        "moderator_reply": outcome.moderator_reply,
-        "turns": outcome.turns,
-        "tests_requested": outcome.tests_requested,
-        "finished": outcome.finished,
+        **{key: getattr(outcome, key) for key in _VERDICT_FIELDS},
         "image_case": case.image is not None or case.image_note is not None,
         "image_missing": case.image_note is not None,
-        "image_turns": outcome.image_turns,
-        "image_not_sent": outcome.image_not_sent,
-        "echo_turns": outcome.echo_turns,
+        **{key: getattr(outcome, key) for key in _TURN_FIELDS},
         "elapsed_s": round(elapsed, 3),
         "transcript": f"transcripts/{case.case_id}.jsonl",
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
