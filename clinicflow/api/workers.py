@@ -44,7 +44,6 @@ from clinicflow.api.events import (
 from clinicflow.api.metrics import Metrics
 from clinicflow.api.store import NewAudit, NewEvent, RunRow, Store, utcnow
 from clinicflow.api.workflows import Workflow, WorkflowDeps, WorkflowRegistry, jsonable
-from clinicflow.graphs.hidden_args import RUNTIME_ARGS
 from clinicflow.graphs.telemetry import INSTRUMENTATION, SpanRecorder
 
 __all__ = ["QueueFullError", "RunContext", "RunObserver", "WorkerPool"]
@@ -116,9 +115,11 @@ def _summary(text: str) -> str:
 class RunObserver(AsyncCallbackHandler):
     """Turns one run's model and tool callbacks into events, audit rows and metrics."""
 
-    def __init__(self, ctx: RunContext, metrics: Metrics) -> None:
+    def __init__(self, ctx: RunContext, metrics: Metrics, hidden_args: frozenset[str]) -> None:
         self.ctx = ctx
         self.metrics = metrics
+        self.hidden_args = hidden_args
+        """The workflow's tool arguments that come from the graph: never in events or audit rows."""
         self._models: dict[UUID, tuple[float, str | None]] = {}
         self._tools: dict[UUID, tuple[float, str, dict[str, Any]]] = {}
 
@@ -169,7 +170,7 @@ class RunObserver(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name = str(serialized.get("name") or kwargs.get("name") or "tool")
-        args = jsonable({k: v for k, v in (inputs or {}).items() if k not in RUNTIME_ARGS})
+        args = jsonable({k: v for k, v in (inputs or {}).items() if k not in self.hidden_args})
         self._tools[run_id] = (time.perf_counter(), name, args)
         self.ctx.emit(TOOL_CALL, {"tool": name, "args": args})
 
@@ -371,7 +372,7 @@ class WorkerPool:
         ctx = RunContext(run, self.store, self.bus)
         config: RunnableConfig = {
             "configurable": {"thread_id": run.id},
-            "callbacks": [RunObserver(ctx, self.metrics), self._spans(run)],
+            "callbacks": [RunObserver(ctx, self.metrics, workflow.hidden_args), self._spans(run)],
         }
         with audit_scope(ctx.scope):
             try:

@@ -23,7 +23,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import BaseModel, ValidationError
 
+from clinicflow.api.workflows import EXAMPLES, WORKFLOWS
 from clinicflow.cli.guidelines import default_index_path
 from clinicflow.evals.ehrqa.generator import generate_questions
 from clinicflow.evals.ehrqa.questions import Question
@@ -32,16 +34,10 @@ from clinicflow.evals.ehrqa.scoring import score
 from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.fhir.demo import demo_patient_ids, ensure_demo_cohort, ensure_demo_server, free_port
 from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer, EmbeddedServerError
-from clinicflow.graphs.ehr_qa import (
-    EhrQaError,
-    EhrQaInputError,
-    EhrQaResult,
-    EhrQaRunError,
-    build_ehr_qa_graph,
-    open_checkpointer,
-    run_ehr_qa,
-)
+from clinicflow.graphs.ehr_qa import EhrQaResult, build_ehr_qa_graph, open_checkpointer, run_ehr_qa
+from clinicflow.graphs.runner import RunError, RunInputError, RunStoppedError, run_input
 from clinicflow.graphs.telemetry import INSTRUMENTATION, SpanRecorder, span_json, tracer_provider
+from clinicflow.graphs.workflow import Workflow, WorkflowDeps, WorkflowInputError, jsonable
 from clinicflow.model import ModelError, load_chat_model
 from clinicflow.model.tuned_model import TUNED_MODEL_NAME
 from clinicflow.settings import Settings
@@ -126,6 +122,43 @@ def image_tools(index_path: Path | None, encoder: Path | None) -> Iterator[list[
         yield make_image_tools(index)
 
 
+@contextlib.asynccontextmanager
+async def _patient_client(settings: Settings, base_url: str, patient_id: str) -> AsyncIterator[FhirClient]:
+    """A FHIR client, once the patient is known to exist there."""
+    async with FhirClient(
+        base_url, token=settings.fhir_token, timeout=settings.fhir_timeout_s, retries=settings.fhir_retries
+    ) as client:
+        try:
+            await client.read("Patient", patient_id)
+        except FhirNotFoundError:
+            raise _fail(f"Patient {patient_id!r} not found on the FHIR server at {base_url}.") from None
+        except ValueError as exc:
+            raise _fail(f"Bad patient id {patient_id!r}: {exc}") from None
+        yield client
+
+
+async def run_registered(
+    settings: Settings,
+    base_url: str,
+    load_model: Callable[[], BaseChatModel],
+    workflow: Workflow,
+    data: BaseModel,
+    thread_id: str | None,
+    *,
+    callbacks: Sequence[BaseCallbackHandler] = (),
+) -> Any:
+    """Run any registered workflow on one validated input, with the same FHIR server, model and
+    checkpoints as `ask`; the patient is checked first."""
+    patient_id = workflow.patient_id(data) or ""
+    async with (
+        _patient_client(settings, base_url, patient_id) as client,
+        open_checkpointer(settings.checkpoint_path()) as saver,
+    ):
+        graph = await workflow.build(WorkflowDeps(settings, client, saver, load_model))
+        config: RunnableConfig = {"callbacks": list(callbacks)}
+        return await run_input(workflow, graph, data, thread_id=thread_id, config=config)
+
+
 async def answer_question(
     settings: Settings,
     base_url: str,
@@ -140,15 +173,7 @@ async def answer_question(
     """Check the patient exists, then run the EHR QA graph with patient-scoped FHIR tools and any
     `extra_tools` (guideline search, image search). `model` may be a loader, called once the patient
     is known to exist, so a bad id fails before a model loads."""
-    async with FhirClient(
-        base_url, token=settings.fhir_token, timeout=settings.fhir_timeout_s, retries=settings.fhir_retries
-    ) as client:
-        try:
-            await client.read("Patient", patient_id)
-        except FhirNotFoundError:
-            raise _fail(f"Patient {patient_id!r} not found on the FHIR server at {base_url}.") from None
-        except ValueError as exc:
-            raise _fail(f"Bad patient id {patient_id!r}: {exc}") from None
+    async with _patient_client(settings, base_url, patient_id) as client:
         if not isinstance(model, BaseChatModel):
             model = await asyncio.to_thread(model)
         async with open_checkpointer(settings.checkpoint_path()) as saver:
@@ -170,9 +195,13 @@ def _write_spans(path: Path, memory: InMemorySpanExporter) -> None:
         path.write_text(text + "\n", encoding="utf-8")
 
 
-def _print(result: EhrQaResult) -> None:
+def _print(result: Any) -> None:
+    if not hasattr(result, "render"):
+        typer.echo(json.dumps(jsonable(result), indent=1, ensure_ascii=False))
+        return
     typer.echo(result.render())
-    typer.echo(f"(thread {result.thread_id}, status {result.status}, {result.steps} steps)")
+    if isinstance(result, EhrQaResult):
+        typer.echo(f"(thread {result.thread_id}, status {result.status}, {result.steps} steps)")
 
 
 def _load_model(settings: Settings, model: str | None, model_url: str | None) -> BaseChatModel:
@@ -209,17 +238,54 @@ async def _ask(
             )
 
 
+async def _ask_workflow(
+    settings: Settings,
+    workflow: Workflow,
+    data: BaseModel | None,
+    model: str | None,
+    model_url: str | None,
+    thread: str | None,
+    spans: SpanRecorder | None,
+) -> Any:
+    assert data is not None
+    async with _fhir_base_url(settings) as base_url:
+        return await run_registered(
+            settings,
+            base_url,
+            lambda: _load_model(settings, model, model_url),
+            workflow,
+            data,
+            spans.thread_id if spans else thread,
+            callbacks=[spans] if spans else [],
+        )
+
+
 def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     try:
         return asyncio.run(coro)
-    except FhirError as exc:
+    except (FhirError, RunInputError, WorkflowInputError) as exc:
         raise _fail(str(exc)) from None
-    except EhrQaInputError as exc:
-        raise _fail(str(exc)) from None
-    except EhrQaRunError as exc:
+    except RunStoppedError as exc:
         raise _fail(f"{exc}\nResume with: clinicflow ask --thread {exc.thread_id} ...", 1) from None
-    except EhrQaError as exc:
+    except RunError as exc:
         raise _fail(str(exc), 1) from None
+
+
+def _registered(name: str) -> Workflow:
+    workflows = {w.name: w for w in (*WORKFLOWS, *EXAMPLES)}
+    if name not in workflows:
+        raise _fail(f"Unknown workflow {name!r}; known: {', '.join(sorted(workflows))}.")
+    return workflows[name]
+
+
+def _workflow_input(workflow: Workflow, question: str, patient: str) -> BaseModel:
+    """The workflow's Input: the patient, and the question as its question or instruction."""
+    fields = workflow.input_model.model_fields
+    data = {"patient_id": patient} | {k: question for k in ("question", "instruction") if k in fields}
+    try:
+        return workflow.input_model.model_validate(data)
+    except ValidationError as exc:
+        raise _fail(f"Bad input for workflow {workflow.name}: {exc}") from None
 
 
 ModelOpt = Annotated[
@@ -254,8 +320,10 @@ EncoderOpt = Annotated[
 
 
 def ask(
-    question: Annotated[str, typer.Argument(help="The question about this patient's record.")],
-    patient: Annotated[str, typer.Option("--patient", "-p", help="FHIR Patient id.")],
+    question: Annotated[
+        str, typer.Argument(help="The question about this patient's record (or a workflow's instruction).")
+    ] = "",
+    patient: Annotated[str, typer.Option("--patient", "-p", help="FHIR Patient id.")] = ...,  # type: ignore[assignment]
     model: ModelOpt = None,
     model_url: ModelUrlOpt = None,
     thread: Annotated[
@@ -272,8 +340,21 @@ def ask(
             "the same spans CLINICFLOW_OTEL_ENDPOINT receives.",
         ),
     ] = None,
+    workflow: Annotated[
+        str,
+        typer.Option(
+            "--workflow",
+            "-w",
+            help="The registered workflow to run (see docs/workflows.md); others than ehr_qa take "
+            "the patient, and the question as their question or instruction.",
+        ),
+    ] = "ehr_qa",
 ) -> None:
     """Answer a question about one patient's record, citing the FHIR resources it rests on."""
+    chosen = _registered(workflow)
+    if workflow == "ehr_qa" and not question.strip():
+        raise _fail("the question is empty")
+    data = None if workflow == "ehr_qa" else _workflow_input(chosen, question, patient)
     settings = Settings()
     memory = InMemorySpanExporter()
     traced = bool(trace_json or settings.otel_endpoint)
@@ -285,25 +366,26 @@ def ask(
     spans = (
         SpanRecorder(
             provider.get_tracer(INSTRUMENTATION),
-            workflow="ehr_qa",
+            workflow=workflow,
             thread_id=thread or uuid.uuid4().hex,
             capture_content=settings.otel_capture_content,
         )
         if traced
         else None
     )
+    run = (
+        _ask(settings, patient, question, model, model_url, thread, guidelines, image_index, encoder, spans)
+        if workflow == "ehr_qa"
+        else _ask_workflow(settings, chosen, data, model, model_url, thread, spans)
+    )
     try:
-        result = _run(
-            _ask(
-                settings, patient, question, model, model_url, thread, guidelines, image_index, encoder, spans
-            )
-        )
+        result = _run(run)
     finally:
         provider.shutdown()
     _print(result)
     if trace_json is not None:
         _write_spans(trace_json, memory)
-    if result.status == "failed":
+    if getattr(result, "status", None) == "failed":
         raise typer.Exit(1)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
-__all__ = ["TraceEvent", "TraceKind", "TraceRecord", "now", "shorten", "trace_event"]
+__all__ = ["TraceEvent", "TraceKind", "TraceRecord", "now", "render_trace", "shorten", "trace_event"]
 
 TraceKind = Literal["model", "tool", "check", "approval", "write"]
 
@@ -75,3 +76,13 @@ def shorten(text: str, limit: int = 200) -> str:
     """The text on one line, cut to `limit` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_trace(trace: Sequence[TraceEvent], *, kind_width: int, name_width: int) -> list[str]:
+    """The trace as terminal lines under a `Trace:` heading: kind, name, time, tokens, summary, error."""
+    out = ["Trace:"]
+    for e in trace:
+        tokens = f" in={e.tokens_in} out={e.tokens_out}" if e.tokens_in is not None else ""
+        detail = " ".join(p for p in (e.summary, f"ERROR {e.error}" if e.error else "") if p)
+        out.append(f"  {e.kind:{kind_width}} {e.name:{name_width}} {e.duration_ms:9.1f} ms{tokens}  {detail}")
+    return out

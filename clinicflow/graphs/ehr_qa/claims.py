@@ -231,34 +231,13 @@ def _check_claim(
     counting = bool(_COUNTING.search(question))
     negation = _NEGATION.search(body)
     if negation and not citations:
-        subject = [w for w in _words(body[negation.end() :]) if w not in _COMMON]
-        if not subject:
-            check.verified.append("a negation with nothing to contradict")
-            return check
-        for line in all_text:
-            vocabulary = set(_words(line))
-            if all(_has_word(w, vocabulary) for w in subject):
-                check.supported = False
-                check.problems.append(f"contradicted: a retrieved line names {' '.join(subject)!r}: {line}")
-                return check
-        check.verified.append(f"no retrieved line names {' '.join(subject)!r}")
-        return check
+        return _check_negation(check, body[negation.end() :], all_text)
     clinical = [c for c in citations if not c.startswith("Patient/")]
     if _AFFIRMATIVE.match(body) and not clinical:
         check.supported = False
         check.problems.append("a yes resting on no clinical resource (the Patient resource records none)")
         return check
-    for day in _DATE.findall(body):
-        if any(d.startswith(day) for d in cited_days) or day in question_dates:
-            check.verified.append(f"date {day}")
-        else:
-            check.problems.append(f"date {day} is in no cited line")
-    cited_codes = set(_CODE.findall(cited_text))
-    for code in _CODE.findall(_DATE.sub(" ", body)):
-        if code in cited_codes:
-            check.verified.append(f"code {code}")
-        else:
-            check.problems.append(f"code {code} is in no cited line")
+    _check_dates_and_codes(check, body, cited_text, cited_days, question_dates)
     rest = _strip_known(body)
     cited_quantities = _quantities(_RANGE.sub(" ", _strip_known(cited_text)))
     unit_words: set[str] = set()
@@ -279,6 +258,48 @@ def _check_claim(
             check.verified.append(how)
         else:
             check.problems.append(f"{written}{' ' + unit if unit else ''} is no value of the cited lines")
+    _check_words(check, rest, cited_text, unit_words, known)
+    check.supported = not check.problems
+    return check
+
+
+def _check_negation(check: ClaimCheck, negated: str, all_text: Sequence[str]) -> ClaimCheck:
+    """An uncited "no X" holds unless a retrieved line names X."""
+    subject = [w for w in _words(negated) if w not in _COMMON]
+    if not subject:
+        check.verified.append("a negation with nothing to contradict")
+        return check
+    for line in all_text:
+        vocabulary = set(_words(line))
+        if all(_has_word(w, vocabulary) for w in subject):
+            check.supported = False
+            check.problems.append(f"contradicted: a retrieved line names {' '.join(subject)!r}: {line}")
+            return check
+    check.verified.append(f"no retrieved line names {' '.join(subject)!r}")
+    return check
+
+
+def _check_dates_and_codes(
+    check: ClaimCheck, body: str, cited_text: str, cited_days: set[str], question_dates: set[str]
+) -> None:
+    """Each date of the claim is in a cited line (or the question), each code in a cited line."""
+    for day in _DATE.findall(body):
+        if any(d.startswith(day) for d in cited_days) or day in question_dates:
+            check.verified.append(f"date {day}")
+        else:
+            check.problems.append(f"date {day} is in no cited line")
+    cited_codes = set(_CODE.findall(cited_text))
+    for code in _CODE.findall(_DATE.sub(" ", body)):
+        if code in cited_codes:
+            check.verified.append(f"code {code}")
+        else:
+            check.problems.append(f"code {code} is in no cited line")
+
+
+def _check_words(
+    check: ClaimCheck, rest: str, cited_text: str, unit_words: set[str], known: set[str]
+) -> None:
+    """The claim's names (known words and proper nouns) are in the cited lines."""
     vocabulary = set(_words(cited_text))
     missing = [
         w
@@ -293,8 +314,6 @@ def _check_claim(
         check.problems.append(f"not in the cited lines: {', '.join(dict.fromkeys(missing))}")
     elif any(w not in _COMMON for w in _words(rest)):
         check.verified.append("names and words")
-    check.supported = not check.problems
-    return check
 
 
 def check_answer(

@@ -304,58 +304,58 @@ class EhrQaNodes:
         if is_refusal(parsed.answer):
             return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
 
-        evidence = state.get("evidence", [])
-        known = {c for e in evidence for c in e["citations"]}
-        kept, dropped = _split_citations([*parsed.citations, *citations_in(parsed.answer)], known)
-        kept = _with_record_companions(kept, evidence)
-        text = strip_citations(parsed.answer, keep=known)
-        if dropped:
-            trace.append(_citation_check("answerer", dropped, parsed.answer))
-        if not kept:
-            trace.append(
-                _event(
-                    "check",
-                    "citations",
-                    summary="answer replaced by refusal: it cites nothing from the retrieved evidence",
-                    error=f"unsupported answer: {_short(parsed.answer)}",
-                )
-            )
-            return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
-        guidance = not any(is_record_citation(c) for c in kept)
-        if guidance and parsed.about_record:
-            trace.append(
-                _event(
-                    "check",
-                    "citations",
-                    summary="answer replaced by refusal: a claim about the patient cites no record resource",
-                    error=f"no record evidence, only {', '.join(kept)}: {_short(parsed.answer)}",
-                )
-            )
-            return {"answer": NOT_FOUND, "citations": [], "status": refusal_status, "trace": trace}
-        if not guidance:
-            checks = check_answer(text, kept, evidence, state["question"])
-            trace += [_claim_event(check) for check in checks]
-            supported = [c for c in checks if c.supported]
-            if len(supported) < len(checks):
-                if not supported:
-                    reason = "; ".join(p for c in checks for p in c.problems)
-                    return {
-                        "answer": NOT_FOUND,
-                        "citations": [],
-                        "status": "unsupported",
-                        "trace": trace,
-                        "errors": [f"unsupported answer: {_short(reason)}"],
-                    }
-                text = "; ".join(c.claim for c in supported)
-                cited = {c for check in supported for c in check.citations}
-                kept = [c for c in kept if c in cited]
-        missing = [c for c in kept if c not in citations_in(text)]
-        if missing:
-            text = f"{text} " + " ".join(f"[{c}]" for c in missing)
-        if guidance:
-            text = f"{GUIDANCE_PREFIX} {text}"
-            trace.append(_event("check", "citations", summary="general guidance: cites no record resource"))
-        return {"answer": text, "citations": kept, "status": "answered", "trace": trace}
+        return _checked_answer(parsed, state, trace, refusal_status)
+
+
+def _refusal(status: Status, trace: list[TraceRecord], summary: str, error: str) -> dict[str, Any]:
+    trace.append(_event("check", "citations", summary=summary, error=error))
+    return {"answer": NOT_FOUND, "citations": [], "status": status, "trace": trace}
+
+
+def _checked_answer(
+    parsed: FinalAnswer, state: State, trace: list[TraceRecord], refusal_status: Status
+) -> dict[str, Any]:
+    """The answer with only citations found in the evidence and only the claims they support."""
+    evidence = state.get("evidence", [])
+    known = {c for e in evidence for c in e["citations"]}
+    kept, dropped = _split_citations([*parsed.citations, *citations_in(parsed.answer)], known)
+    kept = _with_record_companions(kept, evidence)
+    text = strip_citations(parsed.answer, keep=known)
+    if dropped:
+        trace.append(_citation_check("answerer", dropped, parsed.answer))
+    if not kept:
+        summary = "answer replaced by refusal: it cites nothing from the retrieved evidence"
+        return _refusal(refusal_status, trace, summary, f"unsupported answer: {_short(parsed.answer)}")
+    guidance = not any(is_record_citation(c) for c in kept)
+    if guidance and parsed.about_record:
+        summary = "answer replaced by refusal: a claim about the patient cites no record resource"
+        error = f"no record evidence, only {', '.join(kept)}: {_short(parsed.answer)}"
+        return _refusal(refusal_status, trace, summary, error)
+    if not guidance:
+        checks = check_answer(text, kept, evidence, state["question"])
+        trace += [_claim_event(check) for check in checks]
+        supported = [c for c in checks if c.supported]
+        if checks and not supported:
+            reason = "; ".join(p for c in checks for p in c.problems)
+            error = f"unsupported answer: {_short(reason)}"
+            return {
+                "answer": NOT_FOUND,
+                "citations": [],
+                "status": "unsupported",
+                "trace": trace,
+                "errors": [error],
+            }
+        if len(supported) < len(checks):
+            text = "; ".join(c.claim for c in supported)
+            cited = {c for check in supported for c in check.citations}
+            kept = [c for c in kept if c in cited]
+    missing = [c for c in kept if c not in citations_in(text)]
+    if missing:
+        text = f"{text} " + " ".join(f"[{c}]" for c in missing)
+    if guidance:
+        text = f"{GUIDANCE_PREFIX} {text}"
+        trace.append(_event("check", "citations", summary="general guidance: cites no record resource"))
+    return {"answer": text, "citations": kept, "status": "answered", "trace": trace}
 
 
 def _claim_event(check: ClaimCheck) -> TraceRecord:

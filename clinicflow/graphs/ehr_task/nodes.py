@@ -100,6 +100,12 @@ def _outcome_text(write: PreparedWrite, outcome: WriteOutcome, decided_by: str) 
     return f"Write failed: FHIR server error: {listed}\nNothing is known to be written."
 
 
+def _not_written(write: PreparedWrite, text: str, record: WriteRecord) -> dict[str, Any]:
+    """The update for a write that was decided against: the agent is told why, nothing is sent."""
+    message = ToolMessage(text, name=write.tool, tool_call_id=write.tool_call_id, status="error")
+    return {"approved": None, "messages": [message], "writes": [record]}
+
+
 def _finish(call: ToolCall, done: ToolRound) -> dict[str, Any]:
     """Record the agent's `finish_task` call: its answers end the task; bad arguments go back to it."""
     name, call_id = call["name"], call["id"] or ""
@@ -274,21 +280,8 @@ class EhrTaskNodes:
         """Decide the first pending write: interrupt for a reviewer, or apply the explicit auto-approve."""
         pending = list(state.get("pending_writes") or [])
         write = PreparedWrite.model_validate(pending[0])
-        rest = pending[1:]
         started = _now()
-        if self.approval == "auto_approve":
-            decision: Any = parse_decision("approve")
-            decided_by = AUTO_APPROVER
-        else:
-            error: str | None = None
-            while True:
-                raw = interrupt(approval_request(write, error=error))
-                try:
-                    decision = parse_decision(raw)
-                    break
-                except ValueError as exc:
-                    error = str(exc)
-            decided_by = REVIEWER
+        decision, decided_by = self._decide(write)
         event = _event(
             "approval",
             write.tool,
@@ -296,55 +289,46 @@ class EhrTaskNodes:
             summary=f"{decision.action} by {decided_by}",
             started=started,
         )
+        update: dict[str, Any] = {"pending_writes": pending[1:], "trace": [event]}
         if isinstance(decision, Reject):
             text = f"Write rejected by the reviewer: {decision.reason}\nNothing was written."
-            return {
-                "pending_writes": rest,
-                "approved": None,
-                "messages": [
-                    ToolMessage(text, name=write.tool, tool_call_id=write.tool_call_id, status="error")
-                ],
-                "writes": [
-                    _record(
-                        write.tool_call_id,
-                        write.tool,
-                        "rejected",
-                        write=write,
-                        decided_by=decided_by,
-                        reason=decision.reason,
-                    )
-                ],
-                "trace": [event],
-            }
+            record = _record(
+                write.tool_call_id,
+                write.tool,
+                "rejected",
+                write=write,
+                decided_by=decided_by,
+                reason=decision.reason,
+            )
+            return update | _not_written(write, text, record)
         if isinstance(decision, Edit):
             edited = self._edited(write, decision.resource, state)
             if isinstance(edited, str):
                 text = f"Write not done: the reviewer's edit is invalid: {edited}\nNothing was written."
                 event["error"] = edited
-                return {
-                    "pending_writes": rest,
-                    "approved": None,
-                    "messages": [
-                        ToolMessage(text, name=write.tool, tool_call_id=write.tool_call_id, status="error")
-                    ],
-                    "writes": [
-                        _record(
-                            write.tool_call_id,
-                            write.tool,
-                            "invalid",
-                            write=write,
-                            decided_by=decided_by,
-                            errors=[edited],
-                        )
-                    ],
-                    "trace": [event],
-                }
+                record = _record(
+                    write.tool_call_id,
+                    write.tool,
+                    "invalid",
+                    write=write,
+                    decided_by=decided_by,
+                    errors=[edited],
+                )
+                return update | _not_written(write, text, record)
             write = edited
-        return {
-            "pending_writes": rest,
-            "approved": {"write": write.model_dump(mode="json"), "decided_by": decided_by},
-            "trace": [event],
-        }
+        return update | {"approved": {"write": write.model_dump(mode="json"), "decided_by": decided_by}}
+
+    def _decide(self, write: PreparedWrite) -> tuple[Any, str]:
+        """The decision on a write and who took it: the policy, or a reviewer asked until it parses."""
+        if self.approval == "auto_approve":
+            return parse_decision("approve"), AUTO_APPROVER
+        error: str | None = None
+        while True:
+            raw = interrupt(approval_request(write, error=error))
+            try:
+                return parse_decision(raw), REVIEWER
+            except ValueError as exc:
+                error = str(exc)
 
     def _edited(self, write: PreparedWrite, resource: dict[str, Any], state: State) -> PreparedWrite | str:
         """The reviewer's replacement, scoped to the same patient; validation is left to the write itself."""

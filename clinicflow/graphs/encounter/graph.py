@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -19,9 +17,11 @@ from clinicflow.agents.encounter import (
     validate_bias,
 )
 from clinicflow.graphs.encounter.nodes import EncounterNodes, RoleModels, route_after_doctor
-from clinicflow.graphs.encounter.state import EncounterCase, Finish, InputState, State, Utterance
+from clinicflow.graphs.encounter.state import InputState, State
 
-__all__ = ["EncounterOutcome", "RoleModels", "build_encounter_graph", "run_encounter"]
+__all__ = ["EncounterGraph", "RoleModels", "build_encounter_graph"]
+
+EncounterGraph = CompiledStateGraph[State, None, InputState, State]
 
 
 def build_encounter_graph(
@@ -35,7 +35,7 @@ def build_encounter_graph(
     doctor_tools: Sequence[BaseTool] = (),
     max_tool_calls: int = 3,
     checkpointer: Any = None,
-) -> CompiledStateGraph[State, None, InputState, State]:
+) -> EncounterGraph:
     """Compile the encounter graph once; it serves any number of concurrent cases.
 
     `protocol` (`original` or `clinicflow`) sets the prompts and the reading of replies; the models
@@ -78,57 +78,3 @@ def build_encounter_graph(
 
     limit = max_turns * (2 + 2 * (max_tool_calls if doctor_tools else 0)) + 5
     return graph.compile(checkpointer=checkpointer, name="encounter").with_config(recursion_limit=limit)
-
-
-@dataclass(frozen=True)
-class EncounterOutcome:
-    """The result of one encounter, ready to be written as a results line and a transcript."""
-
-    case_id: str
-    correct_diagnosis: str
-    diagnosis: str | None
-    correct: bool
-    moderator_reply: str | None
-    turns: int
-    tests_requested: list[str]
-    finished: Finish
-    transcript: list[Utterance] = field(default_factory=list)
-
-    @property
-    def echo_turns(self) -> int:
-        """Doctor replies taken as no action because they repeated their own prompt."""
-        return sum(1 for u in self.transcript if u["role"] == "doctor" and u.get("echo"))
-
-    @property
-    def image_turns(self) -> int:
-        """Doctor turns whose prompt carried the case image."""
-        return sum(1 for u in self.transcript if u["role"] == "doctor" and u.get("image") == "sent")
-
-    @property
-    def image_not_sent(self) -> str | None:
-        """Why the case image did not go with a doctor prompt (the first reason given), if it did not."""
-        reasons = [
-            u["image"] for u in self.transcript if u["role"] == "doctor" and u.get("image", "sent") != "sent"
-        ]
-        return reasons[0].removeprefix("not sent: ") if reasons else None
-
-
-async def run_encounter(
-    graph: CompiledStateGraph[State, None, InputState, State],
-    case: EncounterCase,
-    config: dict[str, Any] | None = None,
-) -> EncounterOutcome:
-    """Run one case through a compiled encounter graph."""
-    inputs: InputState = {"case": case, "patient_id": case.patient_id}
-    state: dict[str, Any] = await graph.ainvoke(inputs, config=cast("RunnableConfig | None", config))
-    return EncounterOutcome(
-        case_id=case.case_id,
-        correct_diagnosis=case.correct_diagnosis,
-        diagnosis=state.get("diagnosis"),
-        correct=bool(state.get("verdict")),
-        moderator_reply=state.get("moderator_reply"),
-        turns=state.get("turn", 0),
-        tests_requested=list(state.get("tests_requested") or []),
-        finished=state.get("finished", "turn_limit"),
-        transcript=list(state.get("transcript") or []),
-    )
