@@ -17,7 +17,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -27,12 +27,21 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ClientError",
+    "Decision",
     "Event",
     "RunFailedError",
 ]
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 ApprovalHandler = Callable[[dict[str, Any]], "dict[str, Any] | str | Awaitable[dict[str, Any] | str]"]
+
+
+class Decision(TypedDict, total=False):
+    """What a decision on a pending write may add to its action."""
+
+    reason: str | None
+    resource: Mapping[str, Any] | None
+    interrupt_id: str | None
 
 
 class ClientError(Exception):
@@ -157,22 +166,15 @@ class AsyncClient:
         return list(await self._call("GET", "/v1/workflows"))
 
     async def approve(
-        self,
-        run_id: str,
-        action: str = "approve",
-        *,
-        reason: str | None = None,
-        resource: Mapping[str, Any] | None = None,
-        interrupt_id: str | None = None,
+        self, run_id: str, action: str = "approve", **decision: Unpack[Decision]
     ) -> dict[str, Any]:
         """Decide on the pending write: "approve", "reject" (with `reason`) or "edit" (with `resource`)."""
-        body: dict[str, Any] = {"action": action}
-        if reason is not None:
-            body["reason"] = reason
-        if resource is not None:
-            body["resource"] = dict(resource)
-        if interrupt_id is not None:
-            body["interrupt_id"] = interrupt_id
+        given: dict[str, Any] = dict(decision)
+        body = {"action": action} | {
+            k: given[k] for k in ("reason", "resource", "interrupt_id") if given.get(k) is not None
+        }
+        if "resource" in body:
+            body["resource"] = dict(body["resource"])
         result: dict[str, Any] = await self._call("POST", f"/v1/runs/{run_id}/approval", json=body)
         return result
 
@@ -329,18 +331,8 @@ class Client:
     def audit(self, **filters: Any) -> list[dict[str, Any]]:
         return self._runner.run(self._async.audit(**filters))
 
-    def approve(
-        self,
-        run_id: str,
-        action: str = "approve",
-        *,
-        reason: str | None = None,
-        resource: Mapping[str, Any] | None = None,
-        interrupt_id: str | None = None,
-    ) -> dict[str, Any]:
-        return self._runner.run(
-            self._async.approve(run_id, action, reason=reason, resource=resource, interrupt_id=interrupt_id)
-        )
+    def approve(self, run_id: str, action: str = "approve", **decision: Unpack[Decision]) -> dict[str, Any]:
+        return self._runner.run(self._async.approve(run_id, action, **decision))
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._runner.run(self._async.cancel(run_id))

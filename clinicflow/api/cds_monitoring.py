@@ -54,43 +54,24 @@ class MonitoringRule:
         return f"guideline: {title} § {section}"
 
 
+_HBA1C_LOINC = ("4548-4", "17856-6", "41995-2")
+_ACR_LOINC = ("9318-7", "14959-1", "32294-1")
+_DIABETES = (frozenset(_DIABETES_SNOMED), ("E10", "E11", "E13"))
+_CKD = (frozenset(_CKD_SNOMED), ("N18",))
+_DIABETES_MD = "diabetes-glycemic-targets.md"
+_CKD_MD = "ckd-staging.md"
+_HBA1C_SAYS = (
+    "Check HbA1c at least twice a year in people who are meeting their goals and have stable control"
+)
+_ACR_SAYS = "Measure the urine albumin-to-creatinine ratio and eGFR at least once a year."
+_CKD_SAYS = "Measure eGFR and ACR at least once a year in people with CKD"
+# Each rule: test name, condition codes (SNOMED, ICD-10 prefixes), test LOINC codes, interval in days,
+# the guideline file and its sentence.
 MONITORING: tuple[MonitoringRule, ...] = (
-    MonitoringRule(
-        "HbA1c",
-        frozenset(_DIABETES_SNOMED),
-        ("E10", "E11", "E13"),
-        ("4548-4", "17856-6", "41995-2"),
-        183,
-        "diabetes-glycemic-targets.md",
-        "Check HbA1c at least twice a year in people who are meeting their goals and have stable control",
-    ),
-    MonitoringRule(
-        "Urine albumin-to-creatinine ratio",
-        frozenset(_DIABETES_SNOMED),
-        ("E10", "E11", "E13"),
-        ("9318-7", "14959-1", "32294-1"),
-        365,
-        "diabetes-glycemic-targets.md",
-        "Measure the urine albumin-to-creatinine ratio and eGFR at least once a year.",
-    ),
-    MonitoringRule(
-        "eGFR",
-        frozenset(_DIABETES_SNOMED),
-        ("E10", "E11", "E13"),
-        _EGFR_LOINC,
-        365,
-        "diabetes-glycemic-targets.md",
-        "Measure the urine albumin-to-creatinine ratio and eGFR at least once a year.",
-    ),
-    MonitoringRule(
-        "eGFR",
-        frozenset(_CKD_SNOMED),
-        ("N18",),
-        _EGFR_LOINC,
-        365,
-        "ckd-staging.md",
-        "Measure eGFR and ACR at least once a year in people with CKD",
-    ),
+    MonitoringRule("HbA1c", *_DIABETES, _HBA1C_LOINC, 183, _DIABETES_MD, _HBA1C_SAYS),
+    MonitoringRule("Urine albumin-to-creatinine ratio", *_DIABETES, _ACR_LOINC, 365, _DIABETES_MD, _ACR_SAYS),
+    MonitoringRule("eGFR", *_DIABETES, _EGFR_LOINC, 365, _DIABETES_MD, _ACR_SAYS),
+    MonitoringRule("eGFR", *_CKD, _EGFR_LOINC, 365, _CKD_MD, _CKD_SAYS),
 )
 
 

@@ -19,6 +19,8 @@ __all__ = ["cancel", "decide", "resume", "router"]
 router = APIRouter()
 _IDLE = ("queued", "waiting_approval", "interrupted")
 _RESUMABLE = ("interrupted", "failed")
+_CANCELLED = {"owner": None, "pending": None, "cancel_requested": True}
+_RETRIED = {"error": None, "finished_at": None}
 
 
 async def _current(svc: Services, run_id: str) -> RunOut:
@@ -101,18 +103,10 @@ async def cancel(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     audit = run_audit(principal, run, "run.cancel", detail={"status_before": run.status})
     updated = None
     if run.status in _IDLE:
+        values = {"status": "cancelled", "finished_at": utcnow()} | _CANCELLED
+        finished = NewEvent(RUN_FINISHED, {"status": "cancelled", "error": None})
         updated = await svc.store.transition(
-            run.id,
-            from_statuses=_IDLE,
-            values={
-                "status": "cancelled",
-                "finished_at": utcnow(),
-                "owner": None,
-                "pending": None,
-                "cancel_requested": True,
-            },
-            events=[NewEvent(RUN_FINISHED, {"status": "cancelled", "error": None})],
-            audits=[audit],
+            run.id, from_statuses=_IDLE, values=values, events=[finished], audits=[audit]
         )
         if updated is not None:
             svc.metrics.runs_finished.labels(run.workflow, "cancelled").inc()
@@ -136,18 +130,8 @@ async def resume(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     run = await visible_run(svc, principal, run_id, write=True)
     audit = run_audit(principal, run, "run.resume", detail={"status_before": run.status})
     if run.status in _RESUMABLE:
-        updated = await svc.store.transition(
-            run.id,
-            from_statuses=_RESUMABLE,
-            values={
-                "status": "queued",
-                "owner": svc.pool.worker_id,
-                "heartbeat_at": utcnow(),
-                "error": None,
-                "finished_at": None,
-            },
-            audits=[audit],
-        )
+        values = {"status": "queued", "owner": svc.pool.worker_id, "heartbeat_at": utcnow()} | _RETRIED
+        updated = await svc.store.transition(run.id, from_statuses=_RESUMABLE, values=values, audits=[audit])
         if updated is None:
             raise HTTPException(409, f"run {run.id} changed state; fetch it again")
     elif run.status in ("queued", "running") and not svc.pool.has_room():

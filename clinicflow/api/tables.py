@@ -1,4 +1,5 @@
-"""The service's tables (SQLAlchemy models, `cf_` prefixed) and the rows waiting to be stored."""
+"""The service's tables (SQLAlchemy models, `cf_` prefixed) and the rows waiting to be stored; `api.store`
+exports them all."""
 
 from __future__ import annotations
 
@@ -19,23 +20,6 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-__all__ = [
-    "ACTIVE_STATUSES",
-    "CLAIMABLE_STATUSES",
-    "TERMINAL_STATUSES",
-    "ApiKeyRow",
-    "ApprovalRow",
-    "AuditRow",
-    "Base",
-    "NewAudit",
-    "NewEvent",
-    "RunEventRow",
-    "RunRow",
-    "StoredEvent",
-    "UtcDateTime",
-    "utcnow",
-]
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 ACTIVE_STATUSES = frozenset({"queued", "running"})
