@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -100,35 +101,37 @@ class MabTask(BaseModel):
         """`now` as an aware datetime."""
         return datetime.fromisoformat(self.now.replace("Z", "+00:00"))
 
+    def _stated(self, pattern: re.Pattern[str], default: str | Mapping[int, str]) -> str:
+        """What the context states in `pattern`'s group, else the default (for this task type)."""
+        match = pattern.search(self.context)
+        if match:
+            return match.group(1)
+        return default if isinstance(default, str) else default.get(self.task_type, "")
+
     @property
     def lab_code(self) -> str:
         """The lab code the context names ("MG", "GLU", "K", "A1C")."""
-        match = _LAB_CODE.search(self.context)
-        return match.group(1) if match else _DEFAULT_LAB.get(self.task_type, "")
+        return self._stated(_LAB_CODE, _DEFAULT_LAB)
 
     @property
     def ndc(self) -> str:
         """The NDC of the medication to order."""
-        match = _NDC.search(self.context)
-        return match.group(1) if match else _DEFAULT_NDC.get(self.task_type, "")
+        return self._stated(_NDC, _DEFAULT_NDC)
 
     @property
     def loinc(self) -> str:
         """The LOINC code of the lab to order."""
-        match = _LOINC.search(self.context)
-        return match.group(1) if match else _DEFAULT_LOINC.get(self.task_type, "")
+        return self._stated(_LOINC, _DEFAULT_LOINC)
 
     @property
     def snomed(self) -> str:
         """The SNOMED code of the referral to order."""
-        match = _SNOMED.search(self.context)
-        return match.group(1) if match else "306181000000106"
+        return self._stated(_SNOMED, "306181000000106")
 
     @property
     def flowsheet_id(self) -> str:
         """The flowsheet id for blood pressure."""
-        match = _FLOWSHEET.search(self.context)
-        return match.group(1) if match else "BP"
+        return self._stated(_FLOWSHEET, "BP")
 
     @property
     def quoted(self) -> str:
