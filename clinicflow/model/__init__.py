@@ -12,55 +12,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from clinicflow.model import errors
+from clinicflow.model.errors import *  # noqa: F403  (the errors import nothing; each is a public name here)
+
 if TYPE_CHECKING:
     from clinicflow.model.base import PromptToolChatModel
     from clinicflow.model.default_model import default_model_dir, ensure_default_model
-    from clinicflow.model.errors import (
-        ModelConnectionError,
-        ModelDependencyError,
-        ModelError,
-        ModelInputError,
-        ModelLoadError,
-        ModelNotFoundError,
-        ModelResponseError,
-        ModelTimeoutError,
-    )
     from clinicflow.model.loading import load_chat_model
     from clinicflow.model.openai_backend import OpenAIChatModel
     from clinicflow.model.tool_calls import ParsedReply, ToolSpec, parse_reply
     from clinicflow.model.transformers_backend import TransformersChatModel
 
-__all__ = [
-    "ModelConnectionError",
-    "ModelDependencyError",
-    "ModelError",
-    "ModelInputError",
-    "ModelLoadError",
-    "ModelNotFoundError",
-    "ModelResponseError",
-    "ModelTimeoutError",
-    "OpenAIChatModel",
-    "ParsedReply",
-    "PromptToolChatModel",
-    "ToolSpec",
-    "TransformersChatModel",
-    "default_model_dir",
-    "ensure_default_model",
-    "load_chat_model",
-    "parse_reply",
-]
-
-# Each name is imported from its module on first use, so the generation engine
+# Every other name is imported from its module on first use, so the generation engine
 # (`clinicflow.model.engine`, torch and transformers only) imports on a bare GPU box.
 _HOMES = {
-    "ModelConnectionError": "errors",
-    "ModelDependencyError": "errors",
-    "ModelError": "errors",
-    "ModelInputError": "errors",
-    "ModelLoadError": "errors",
-    "ModelNotFoundError": "errors",
-    "ModelResponseError": "errors",
-    "ModelTimeoutError": "errors",
     "OpenAIChatModel": "openai_backend",
     "ParsedReply": "tool_calls",
     "PromptToolChatModel": "base",
@@ -71,6 +36,19 @@ _HOMES = {
     "load_chat_model": "loading",
     "parse_reply": "tool_calls",
 }
+
+__all__ = [
+    *errors.__all__,
+    "OpenAIChatModel",
+    "ParsedReply",
+    "PromptToolChatModel",
+    "ToolSpec",
+    "TransformersChatModel",
+    "default_model_dir",
+    "ensure_default_model",
+    "load_chat_model",
+    "parse_reply",
+]
 
 
 def __getattr__(name: str) -> Any:
