@@ -1,12 +1,16 @@
-"""Plumbing shared by the chat-model backends: `bind_tools` and turning reply text into an `AIMessage`."""
+"""Plumbing shared by the chat-model backends: `bind_tools`, reading the bound tools back at each call,
+and turning reply text into an `AIMessage`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
@@ -14,7 +18,7 @@ from langchain_core.tools import BaseTool
 
 from clinicflow.model.tool_calls import ToolSpec, normalize_tool_choice, parse_reply, tool_specs
 
-__all__ = ["PromptToolChatModel", "usage"]
+__all__ = ["PromptToolChatModel", "ReplyRequest", "usage"]
 
 
 def usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
@@ -24,11 +28,26 @@ def usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
     )
 
 
+@dataclass(frozen=True)
+class ReplyRequest:
+    """One call of a chat model as its backend sees it: the bound tools already read from `kwargs`."""
+
+    messages: list[BaseMessage]
+    stop: list[str] | None
+    specs: list[ToolSpec]
+    choice: str
+    """`auto`, `none`, `any` or a tool name."""
+    kwargs: dict[str, Any]
+    """Every keyword argument of the call (`max_new_tokens`, `json_schema`, the bound tools, ...)."""
+
+
 class PromptToolChatModel(BaseChatModel):
     """A chat model whose tools are described in the prompt and whose calls are parsed from its text.
 
     `bind_tools` binds `ToolSpec`s and a normalized `tool_choice` (`auto`, `none`, `any` or a tool name);
-    backends receive them as the `tools` and `tool_choice` keyword arguments of `_generate`.
+    they arrive as the `tools` and `tool_choice` keyword arguments of `_generate`, which reads them back
+    and asks the backend's `_reply` for the reply (`_areply` for `_agenerate`: by default `_generate`
+    in a worker thread; a backend with its own async client overrides it).
     """
 
     max_new_tokens: int = 256
@@ -49,6 +68,36 @@ class PromptToolChatModel(BaseChatModel):
         specs = tool_specs(tools)
         choice = normalize_tool_choice(tool_choice, [s.name for s in specs])
         return self.bind(tools=specs, tool_choice=choice, **kwargs)  # type: ignore[return-value]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._reply(ReplyRequest(messages, stop, *self._tool_setup(kwargs), kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await self._areply(ReplyRequest(messages, stop, *self._tool_setup(kwargs), kwargs))
+
+    def _reply(self, request: ReplyRequest) -> ChatResult:
+        """The reply to the request's messages under its bound tools (what each backend implements)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _reply nor _generate")
+
+    async def _areply(self, request: ReplyRequest) -> ChatResult:
+        """`_reply` without blocking the event loop: `_generate` in a worker thread."""
+        return await asyncio.to_thread(self._generate, request.messages, request.stop, None, **request.kwargs)
+
+    def _token_limit(self, kwargs: Mapping[str, Any]) -> int:
+        """The call's `max_new_tokens`, else the model's."""
+        return int(kwargs.get("max_new_tokens") or self.max_new_tokens)
 
     @staticmethod
     def _tool_setup(kwargs: Mapping[str, Any]) -> tuple[list[ToolSpec], str]:

@@ -15,16 +15,15 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import httpx
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
-from clinicflow.model.base import PromptToolChatModel, usage
+from clinicflow.model.base import PromptToolChatModel, ReplyRequest, usage
 from clinicflow.model.errors import (
     ModelConnectionError,
     ModelResponseError,
@@ -114,45 +113,22 @@ class OpenAIChatModel(PromptToolChatModel):
         if client is not None:
             await client.aclose()
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        specs, choice = self._tool_setup(kwargs)
+    def _reply(self, request: ReplyRequest) -> ChatResult:
         client = self._sync_client()
-        attempts = self._attempts(specs, choice)
-        for attempt in attempts:
-            payload = self._payload(messages, stop, specs, choice, attempt, kwargs)
+        for attempt, payload, last in self._attempts(request):
             started = time.perf_counter()
-            response = self._post(client, payload)
-            if self._retry(response, attempt, attempts):
-                continue
-            return self._parse(response, specs, choice, attempt, time.perf_counter() - started)
+            result = self._answer(self._post(client, payload), request, attempt, last, started)
+            if result is not None:
+                return result
         raise AssertionError("unreachable: the last attempt always returns")
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        specs, choice = self._tool_setup(kwargs)
+    async def _areply(self, request: ReplyRequest) -> ChatResult:
         client = self._async_client()
-        attempts = self._attempts(specs, choice)
-        for attempt in attempts:
-            payload = self._payload(messages, stop, specs, choice, attempt, kwargs)
+        for attempt, payload, last in self._attempts(request):
             started = time.perf_counter()
-            try:
-                response = await client.post(self.endpoint, json=payload)
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc) from exc
-            if self._retry(response, attempt, attempts):
-                continue
-            return self._parse(response, specs, choice, attempt, time.perf_counter() - started)
+            result = self._answer(await self._apost(client, payload), request, attempt, last, started)
+            if result is not None:
+                return result
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _headers(self) -> dict[str, str]:
@@ -178,7 +154,13 @@ class OpenAIChatModel(PromptToolChatModel):
                 self._aclient_loop = loop
             return self._aclient
 
-    def _attempts(self, specs: Sequence[ToolSpec], choice: str) -> list[Attempt]:
+    def _attempts(self, request: ReplyRequest) -> Iterator[tuple[Attempt, dict[str, Any], bool]]:
+        """Each way to ask, simplest last, with its payload and whether it is the last one."""
+        attempts = self._protocols(request.specs, request.choice)
+        for i, attempt in enumerate(attempts):
+            yield attempt, self._payload(request, attempt), i == len(attempts) - 1
+
+    def _protocols(self, specs: Sequence[ToolSpec], choice: str) -> list[Attempt]:
         if not specs or choice == "none":
             return ["plain"]
         prompt: list[Attempt] = ["prompt+schema", "prompt"] if choice != "auto" else ["prompt"]
@@ -186,37 +168,33 @@ class OpenAIChatModel(PromptToolChatModel):
             return ["native", *prompt]
         return prompt
 
-    def _retry(self, response: httpx.Response, attempt: Attempt, attempts: Sequence[Attempt]) -> bool:
-        """True when the server refused this attempt's tool fields and a simpler attempt is left."""
-        if response.status_code not in _FALLBACK_STATUSES or attempt == attempts[-1]:
-            return False
-        if attempt == "native":
-            self._native_refused = True
-        return True
+    def _answer(
+        self, response: httpx.Response, request: ReplyRequest, attempt: Attempt, last: bool, started: float
+    ) -> ChatResult | None:
+        """The reply in `response`; None when the server refused this attempt's tool fields and a simpler
+        attempt is left."""
+        if response.status_code in _FALLBACK_STATUSES and not last:
+            if attempt == "native":
+                self._native_refused = True
+            return None
+        return self._parse(response, request.specs, request.choice, attempt, time.perf_counter() - started)
 
-    def _payload(
-        self,
-        messages: Sequence[BaseMessage],
-        stop: list[str] | None,
-        specs: Sequence[ToolSpec],
-        choice: str,
-        attempt: Attempt,
-        kwargs: dict[str, Any],
-    ) -> dict[str, Any]:
+    def _payload(self, request: ReplyRequest, attempt: Attempt) -> dict[str, Any]:
+        specs, choice = request.specs, request.choice
         payload: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": int(kwargs.get("max_new_tokens") or self.max_new_tokens),
+            "max_tokens": self._token_limit(request.kwargs),
             "temperature": self.temperature,
         }
-        if stop:
-            payload["stop"] = list(stop)
+        if request.stop:
+            payload["stop"] = list(request.stop)
         if attempt in ("plain", "native"):
-            payload["messages"] = [_native_message(m) for m in messages]
+            payload["messages"] = [_native_message(m) for m in request.messages]
             if attempt == "native":
                 payload["tools"] = [s.openai_tool() for s in specs]
                 payload["tool_choice"] = _native_choice(choice)
             return payload
-        payload["messages"] = chat_turns(messages, tool_prompt(specs, choice))
+        payload["messages"] = chat_turns(request.messages, tool_prompt(specs, choice))
         if attempt == "prompt+schema":
             schema = call_json_schema(allowed_tools(specs, choice))
             payload["response_format"] = {
@@ -228,6 +206,12 @@ class OpenAIChatModel(PromptToolChatModel):
     def _post(self, client: httpx.Client, payload: dict[str, Any]) -> httpx.Response:
         try:
             return client.post(self.endpoint, json=payload)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from exc
+
+    async def _apost(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> httpx.Response:
+        try:
+            return await client.post(self.endpoint, json=payload)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
 
