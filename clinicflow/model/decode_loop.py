@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import Gemma3ForCausalLM
@@ -62,16 +62,35 @@ def _run_layer(
     return out
 
 
+class _StepInputs(NamedTuple):
+    """What one decode step reads: each row's new token, its position, and the cache keys it may see."""
+
+    token_ids: torch.Tensor
+    positions: torch.Tensor
+    visible: torch.Tensor
+
+
 @dataclass
 class _CapturedStep:
     """A decode step recorded as a CUDA graph, with the buffers it reads and writes."""
 
     graph: Any
     cache: Cache
-    token_ids: torch.Tensor
-    positions: torch.Tensor
-    visible: torch.Tensor
+    inputs: _StepInputs
     logits: torch.Tensor
+
+
+@dataclass
+class _Rows:
+    """The token buffer and per-row state of one `generate` call."""
+
+    tokens: torch.Tensor
+    """`[batch, width + most]`: the prompt, then each step's tokens (`pad_id` past a row's end)."""
+    visible: torch.Tensor
+    """`[batch, cache length]`: keys a query may see before the causal and window limits (all but the
+    left padding)."""
+    positions: torch.Tensor
+    unfinished: torch.Tensor
 
 
 class DecodeLoop:
@@ -119,60 +138,89 @@ class DecodeLoop:
         `cache` is an empty static cache of full-length `StaticLayer`s with room for the prompt and
         `max(limits) - 1` more tokens; the same cache object is reused between calls of one shape.
         """
-        batch, width = input_ids.shape
-        most = max(limits)
+        views = self._views(cache, input_ids.shape[1], max(limits))
+        rows = self._rows(input_ids, attention_mask, views[0].layer.max_cache_len, max(limits), pad_id)
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=rows.positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        steps = self._decode(
+            rows, out.logits[:, -1], cache, views, limits, stop_ids, pad_id, processors, streamer, temperature
+        )
+        if streamer is not None:
+            streamer.end()
+        width = input_ids.shape[1]
+        return rows.tokens[:, width : width + steps]
+
+    @staticmethod
+    def _views(cache: Cache, width: int, most: int) -> list[_LayerView]:
+        """A one-layer view of each layer of `cache`, once it is checked to hold the prompt and reply."""
         layers = [layer for layer in cache.layers if isinstance(layer, StaticLayer) and not layer.is_sliding]
         if len(layers) != len(cache.layers):
             raise ValueError("the own decode loop needs a cache of full-length StaticLayers")
         length = layers[0].max_cache_len
         if width + most - 1 > length:
             raise ValueError(f"{width} prompt + {most} new tokens do not fit a cache of {length}")
+        return [_LayerView(layer) for layer in layers]
+
+    @staticmethod
+    def _rows(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int, most: int, pad_id: int
+    ) -> _Rows:
+        """The buffers of a batch of prompts, before any step, for a cache of `length` keys."""
+        batch, width = input_ids.shape
         device = input_ids.device
         tokens = torch.full((batch, width + most), pad_id, dtype=torch.long, device=device)
         tokens[:, :width] = input_ids
-        # Keys a query may see, before the causal and window limits: all but the left padding.
         visible = torch.ones((batch, length), dtype=torch.bool, device=device)
         visible[:, :width] = attention_mask.bool()
         positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-        stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-        stopping = RowLimits(width, limits)
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-        host_hooks = bool(processors) or streamer is not None
-        views = [_LayerView(layer) for layer in layers]
-        if streamer is not None:
-            streamer.put(input_ids.cpu())
+        return _Rows(tokens, visible, positions, unfinished)
 
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1]
-        position = positions[:, -1:]
+    def _decode(
+        self,
+        rows: _Rows,
+        logits: torch.Tensor,
+        cache: Cache,
+        views: list[_LayerView],
+        limits: Sequence[int],
+        stop_ids: Sequence[int],
+        pad_id: int,
+        processors: Sequence[Any],
+        streamer: Any,
+        temperature: float,
+    ) -> int:
+        """Choose each step's tokens into `rows.tokens` from the prefill's `logits` on; the steps taken."""
+        width, most = rows.positions.shape[1], max(limits)
+        stops = torch.tensor(list(stop_ids), dtype=torch.long, device=rows.tokens.device)
+        stopping = RowLimits(width, limits)
+        host_hooks = bool(processors) or streamer is not None
+        position = rows.positions[:, -1:]
         step = 0
         for step in range(most):
             scores = logits.to(dtype=torch.float32, copy=True)
             for processor in processors:
-                scores = processor(tokens[:, : width + step], scores)
-            chosen = self._choose(scores, temperature)
-            chosen = torch.where(unfinished, chosen, pad_id)
-            tokens[:, width + step] = chosen
+                scores = processor(rows.tokens[:, : width + step], scores)
+            chosen = torch.where(rows.unfinished, self._choose(scores, temperature), pad_id)
+            rows.tokens[:, width + step] = chosen
             if streamer is not None:
                 streamer.put(chosen.cpu())
-            done = stopping(tokens[:, : width + step + 1], scores) | torch.isin(chosen, stops)
-            unfinished &= ~done
+            done = stopping(rows.tokens[:, : width + step + 1], scores) | torch.isin(chosen, stops)
+            rows.unfinished &= ~done
             if step + 1 == most:
                 break
-            if (host_hooks or (step + 1) % _DONE_CHECK_EVERY == 0) and not bool(unfinished.any()):
+            if (host_hooks or (step + 1) % _DONE_CHECK_EVERY == 0) and not bool(rows.unfinished.any()):
                 break
             position = position + 1
-            logits = self._decode_step(chosen[:, None], position, visible, cache, views)
-        if streamer is not None:
-            streamer.end()
-        return tokens[:, width : width + step + 1]
+            logits = self._decode_step(_StepInputs(chosen[:, None], position, rows.visible), cache, views)
+        return step + 1
 
     @staticmethod
     def _choose(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -181,22 +229,14 @@ class DecodeLoop:
         probs = torch.softmax(scores / temperature, dim=-1)
         return torch.multinomial(probs, num_samples=1).squeeze(1)
 
-    def _decode_step(
-        self,
-        token_ids: torch.Tensor,
-        positions: torch.Tensor,
-        visible: torch.Tensor,
-        cache: Cache,
-        views: list[_LayerView],
-    ) -> torch.Tensor:
-        if self.cuda_graph and token_ids.device.type == "cuda":
-            return self._replay(token_ids, positions, visible, cache, views)
-        return self._step(token_ids, positions, visible, views)
+    def _decode_step(self, inputs: _StepInputs, cache: Cache, views: list[_LayerView]) -> torch.Tensor:
+        if self.cuda_graph and inputs.token_ids.device.type == "cuda":
+            return self._replay(inputs, cache, views)
+        return self._step(inputs, views)
 
-    def _step(
-        self, token_ids: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor, views: list[_LayerView]
-    ) -> torch.Tensor:
+    def _step(self, inputs: _StepInputs, views: list[_LayerView]) -> torch.Tensor:
         """Logits `[batch, vocab]` of one new token per row, written to the cache at its next index."""
+        token_ids, positions, visible = inputs
         inner = self.model.model
         query = views[0].layer.cumulative_length  # cache index of this token (a device tensor)
         keys = torch.arange(visible.shape[1], device=visible.device)
@@ -225,46 +265,32 @@ class DecodeLoop:
 
     # CUDA only: the whole step as one graph per (batch, cache length), replayed over static buffers.
 
-    def _replay(
-        self,
-        token_ids: torch.Tensor,
-        positions: torch.Tensor,
-        visible: torch.Tensor,
-        cache: Cache,
-        views: list[_LayerView],
-    ) -> torch.Tensor:
-        key = (visible.shape[0], visible.shape[1])
+    def _replay(self, inputs: _StepInputs, cache: Cache, views: list[_LayerView]) -> torch.Tensor:
+        key = (inputs.visible.shape[0], inputs.visible.shape[1])
         captured = self._captured.get(key)
         if captured is not None and captured.cache is cache:
-            captured.token_ids.copy_(token_ids)
-            captured.positions.copy_(positions)
-            captured.visible.copy_(visible)
+            for buffer, value in zip(captured.inputs, inputs, strict=True):
+                buffer.copy_(value)
             captured.graph.replay()
             return captured.logits
-        captured, logits = self._capture(token_ids, positions, visible, cache, views)
+        captured, logits = self._capture(inputs, cache, views)
         self._captured[key] = captured
         return logits
 
     def _capture(
-        self,
-        token_ids: torch.Tensor,
-        positions: torch.Tensor,
-        visible: torch.Tensor,
-        cache: Cache,
-        views: list[_LayerView],
+        self, inputs: _StepInputs, cache: Cache, views: list[_LayerView]
     ) -> tuple[_CapturedStep, torch.Tensor]:
         """Run this step for real on a side stream (compiling the layer), then record it for replay.
 
         Recording does not run the step, so the cache is written once, by the real run.
         """
-        buffers = (token_ids.clone(), positions.clone(), visible.clone())
+        buffers = _StepInputs(*(tensor.clone() for tensor in inputs))
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            logits = self._step(*buffers, views).clone()
+            logits = self._step(buffers, views).clone()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_logits = self._step(*buffers, views)
-        captured = _CapturedStep(graph, cache, *buffers, logits=static_logits)
-        return captured, logits
+            static_logits = self._step(buffers, views)
+        return _CapturedStep(graph, cache, buffers, logits=static_logits), logits
