@@ -93,13 +93,8 @@ def create_app(chat: BaseChatModel, model_name: str) -> Any:
     """A FastAPI app serving `chat` as `model_name` at /v1/chat/completions, /v1/models and /health."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI(title="clinicflow model server", version="1")
-
-    def error(status: int, message: str, code: str | None = None) -> Any:
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> Any:
@@ -107,7 +102,7 @@ def create_app(chat: BaseChatModel, model_name: str) -> Any:
         for e in exc.errors()[:5]:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
-        return error(400, "invalid request body: " + "; ".join(problems), "invalid_body")
+        return _error(400, "invalid request body: " + "; ".join(problems), "invalid_body")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -119,45 +114,63 @@ def create_app(chat: BaseChatModel, model_name: str) -> Any:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def completions(request: ChatCompletionRequest) -> Any:
-        try:
-            messages = to_messages(request.messages)
-            runnable: Any = chat
-            has_tools = bool(request.tools)
-            if request.tools:
-                choice = request.tool_choice
-                if isinstance(choice, dict):
-                    choice = (choice.get("function") or {}).get("name") or "any"
-                runnable = chat.bind_tools(request.tools, tool_choice=choice)
-                has_tools = choice != "none"
-            schema = response_schema(request.response_format)
-        except ValueError as exc:
-            return error(400, str(exc))
-        kwargs: dict[str, Any] = {}
-        limit = request.max_completion_tokens or request.max_tokens
-        if limit:
-            kwargs["max_new_tokens"] = limit
-        if schema is not None and not has_tools:
-            kwargs["json_schema"] = schema
-        stop = [request.stop] if isinstance(request.stop, str) else request.stop
-        include_usage = bool((request.stream_options or {}).get("include_usage"))
-        try:
-            if request.stream and not has_tools and schema is None:
-                chunks = runnable.astream(messages, stop=stop, **kwargs).__aiter__()
-                first = await chunks.__anext__()
-                return StreamingResponse(
-                    _text_events(first, chunks, model_name, include_usage), media_type="text/event-stream"
-                )
-            reply = await runnable.ainvoke(messages, stop=stop, **kwargs)
-        except ModelInputError as exc:
-            return error(400, str(exc), "context_length_exceeded" if "context window" in str(exc) else None)
-        except ModelError as exc:
-            return error(500, str(exc))
-        completion = _completion(reply, model_name)
-        if request.stream:
-            return StreamingResponse(_whole_events(completion, include_usage), media_type="text/event-stream")
-        return completion
+        return await _chat_completion(chat, model_name, request)
 
     return app
+
+
+def _error(status: int, message: str, code: str | None = None) -> Any:
+    """An OpenAI-style error response."""
+    from fastapi.responses import JSONResponse
+
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+async def _chat_completion(chat: BaseChatModel, model_name: str, request: ChatCompletionRequest) -> Any:
+    """The answer to one chat-completions request: a completion, an event stream, or an error."""
+    from fastapi.responses import StreamingResponse
+
+    try:
+        messages = to_messages(request.messages)
+        runnable, has_tools = _with_tools(chat, request)
+        schema = response_schema(request.response_format)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    kwargs: dict[str, Any] = {}
+    limit = request.max_completion_tokens or request.max_tokens
+    if limit:
+        kwargs["max_new_tokens"] = limit
+    if schema is not None and not has_tools:
+        kwargs["json_schema"] = schema
+    stop = [request.stop] if isinstance(request.stop, str) else request.stop
+    include_usage = bool((request.stream_options or {}).get("include_usage"))
+    try:
+        if request.stream and not has_tools and schema is None:
+            chunks = runnable.astream(messages, stop=stop, **kwargs).__aiter__()
+            first = await chunks.__anext__()
+            return StreamingResponse(
+                _text_events(first, chunks, model_name, include_usage), media_type="text/event-stream"
+            )
+        reply = await runnable.ainvoke(messages, stop=stop, **kwargs)
+    except ModelInputError as exc:
+        return _error(400, str(exc), "context_length_exceeded" if "context window" in str(exc) else None)
+    except ModelError as exc:
+        return _error(500, str(exc))
+    completion = _completion(reply, model_name)
+    if request.stream:
+        return StreamingResponse(_whole_events(completion, include_usage), media_type="text/event-stream")
+    return completion
+
+
+def _with_tools(chat: BaseChatModel, request: ChatCompletionRequest) -> tuple[Any, bool]:
+    """The chat model with the request's tools bound, and whether a reply may call them."""
+    if not request.tools:
+        return chat, False
+    choice = request.tool_choice
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or "any"
+    return chat.bind_tools(request.tools, tool_choice=choice), choice != "none"
 
 
 def _completion(reply: AIMessage, model_name: str) -> dict[str, Any]:
