@@ -1,11 +1,8 @@
 """LoRA fine-tuning of a Gemma 3 model on chat-format JSONL (`clinicflow model train`).
 
-Each line is `{"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...], "metadata": {...}}`,
-the format `evals/ehrqa/export.py` writes. Every assistant turn is a target: its tokens and the
-`<end_of_turn>` that closes it carry the loss; system, user and tool-result turns carry none. The text is
-rendered with the same Gemma 3 template the backend uses at inference, so the model learns exactly what it
-will be asked to continue. Logits are computed only at the positions that carry loss (`logits_to_keep`),
-which spares the 262k-vocabulary head over the prompt.
+The examples are read and tokenized by `clinicflow.model.training_examples`: each assistant turn and
+the `<end_of_turn>` that closes it carry the loss. Logits are computed only at the positions that carry
+loss (`logits_to_keep`), which spares the 262k-vocabulary head over the prompt.
 
 Deterministic per seed (example order, LoRA init, dropout); checkpoints under `<out>/checkpoints/` hold the
 adapter, optimizer and position, so a rerun with the same arguments resumes where it stopped.
@@ -18,13 +15,19 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clinicflow.model.errors import ModelDependencyError, ModelLoadError
-from clinicflow.model.prompting import render_chat
+from clinicflow.model.training_examples import (
+    END_OF_TURN,
+    Example,
+    TrainingDataError,
+    encode_example,
+    read_examples,
+)
 
 __all__ = [
     "END_OF_TURN",
@@ -37,85 +40,8 @@ __all__ = [
     "train_lora",
 ]
 
-END_OF_TURN = "<end_of_turn>"
-_ROLES = {"system", "user", "assistant"}
 _CHECKPOINTS = "checkpoints"
 _CONFIG_FILE = "train_config.json"
-
-
-class TrainingDataError(ValueError):
-    """A training file or line that cannot be used; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One tokenized example: input ids and, per position, whether that token is a target."""
-
-    input_ids: list[int]
-    target: list[bool]
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_target(self) -> int:
-        return sum(self.target)
-
-
-def read_examples(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """The examples of JSONL files, each checked for roles and at least one assistant turn."""
-    out: list[dict[str, Any]] = []
-    for path in paths:
-        if not path.is_file():
-            raise TrainingDataError(f"no such training file: {path}")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainingDataError(f"{where}: not JSON ({exc.msg})") from None
-            messages = item.get("messages") if isinstance(item, dict) else None
-            if not isinstance(messages, list) or not messages:
-                raise TrainingDataError(f'{where}: expected {{"messages": [...]}} with at least one turn')
-            for turn in messages:
-                if not isinstance(turn, dict) or turn.get("role") not in _ROLES:
-                    raise TrainingDataError(f"{where}: each turn needs a role of {sorted(_ROLES)}")
-                if not isinstance(turn.get("content"), str):
-                    raise TrainingDataError(f"{where}: each turn needs string content")
-            if not any(t["role"] == "assistant" for t in messages):
-                raise TrainingDataError(f"{where}: no assistant turn, so nothing to learn")
-            out.append({"messages": messages, "metadata": item.get("metadata") or {}})
-    return out
-
-
-def encode_example(tokenizer: Any, item: Mapping[str, Any], template: str | None = None) -> Example:
-    """Tokenize one example with the chat template; mark each assistant turn's tokens and its end marker.
-
-    The target span of an assistant turn is found as text: the render of the turns before it with the
-    generation prompt is a prefix of the render that includes it, and what follows up to and including
-    `<end_of_turn>` is what the model must write. Token offsets map those spans onto tokens.
-    """
-    turns = list(item["messages"])
-    spans: list[tuple[int, int]] = []
-    for i, turn in enumerate(turns):
-        if turn["role"] != "assistant":
-            continue
-        before = render_chat(turns[:i], template, add_generation_prompt=True)
-        upto = render_chat(turns[: i + 1], template, add_generation_prompt=False)
-        if not upto.startswith(before):
-            raise TrainingDataError("the chat template does not render turns as a growing prefix")
-        end = upto.find(END_OF_TURN, len(before))
-        if end < 0:
-            raise TrainingDataError("the chat template closed no assistant turn with <end_of_turn>")
-        spans.append((len(before), end + len(END_OF_TURN)))
-    text = render_chat(turns, template, add_generation_prompt=False)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(encoded["input_ids"])
-    target = [
-        any(start >= a and end <= b and end > start for a, b in spans)
-        for start, end in encoded["offset_mapping"]
-    ]
-    return Example(input_ids=ids, target=target, metadata=dict(item.get("metadata") or {}))
 
 
 @dataclass(frozen=True)
@@ -219,6 +145,20 @@ def _order(n: int, epochs: float, seed: int) -> list[int]:
     return order[: max(1, round(n * epochs))]
 
 
+@dataclass
+class _Run:
+    """What a checkpoint holds: the model under training, its optimizer and schedule, and how far it got."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    position: int = 0
+    """Examples of the run's order done."""
+    losses: list[float] = field(default_factory=list)
+    """The loss of each optimizer step so far."""
+    val_before: float | None = None
+
+
 def train_lora(
     config: TrainConfig,
     out_dir: Path,
@@ -229,11 +169,40 @@ def train_lora(
 ) -> TrainResult:
     """Train a LoRA adapter on the config's files and save it (or merged weights) in `out_dir`."""
     import torch
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     peft = _import_peft()
     started = time.perf_counter()
+    _claim_out_dir(config, out_dir)
+    tokenizer, train, val, skipped = _examples(config)
+    torch.manual_seed(config.seed)
+    target_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = _lora_model(config, target_device, peft)
+    order = _order(len(train), config.epochs, config.seed)
+    run = _Run(model, *_optimizer(model, config, total_steps=math.ceil(len(order) / config.grad_accum)))
+    _resume(run, out_dir, val, target_device, peft)
+    _train(run, config, [train[i] for i in order], out_dir, target_device, peft, progress, on_step)
+    val_after = _mean_loss(model, val, target_device)
+    _save_output(model, tokenizer, out_dir, merge=config.merge)
+    losses = run.losses
+    result = TrainResult(
+        out_dir=out_dir,
+        examples=len(train),
+        skipped_too_long=skipped,
+        optimizer_steps=len(losses),
+        target_tokens=sum(train[i].n_target for i in order),
+        first_loss=losses[0] if losses else None,
+        last_loss=sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+        val_loss_before=run.val_before,
+        val_loss_after=val_after,
+        seconds=time.perf_counter() - started,
+        losses=losses,
+    )
+    (out_dir / "train_result.json").write_text(json.dumps(result.to_json(), indent=2))
+    return result
+
+
+def _claim_out_dir(config: TrainConfig, out_dir: Path) -> None:
+    """Make `out_dir` this config's: refuse one that holds a run with other settings."""
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = out_dir / _CONFIG_FILE
     wanted = asdict(config)
@@ -246,6 +215,11 @@ def train_lora(
             )
     saved.write_text(json.dumps(wanted, indent=2))
 
+
+def _examples(config: TrainConfig) -> tuple[Any, list[Example], list[Example], int]:
+    """The base model's tokenizer, the training and validation examples that fit, and how many did not."""
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     except OSError as exc:
@@ -254,18 +228,21 @@ def train_lora(
     val_items = read_examples(Path(p) for p in config.val_files)
     encoded = [encode_example(tokenizer, item) for item in train_items]
     train = [e for e in encoded if len(e.input_ids) <= config.max_tokens and e.n_target]
-    skipped = len(encoded) - len(train)
     val = [
         e for e in (encode_example(tokenizer, i) for i in val_items) if len(e.input_ids) <= config.max_tokens
     ]
     if not train:
         raise TrainingDataError(f"no example fits in {config.max_tokens} tokens")
+    return tokenizer, train, val, len(encoded) - len(train)
 
-    torch.manual_seed(config.seed)
-    dtype = getattr(torch, config.dtype)
-    target_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model: Any = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
-    model = model.to(target_device)
+
+def _lora_model(config: TrainConfig, device: Any, peft: Any) -> Any:
+    """The base model on `device` with fresh LoRA adapters on every linear layer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=getattr(torch, config.dtype))
+    model = model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
@@ -276,10 +253,14 @@ def train_lora(
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    model = peft.get_peft_model(model, lora)
+    return peft.get_peft_model(model, lora)
+
+
+def _optimizer(model: Any, config: TrainConfig, *, total_steps: int) -> tuple[Any, Any]:
+    """AdamW over the trainable weights, and its schedule: linear warmup, then cosine decay to zero."""
+    import torch
+
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=config.learning_rate)
-    order = _order(len(train), config.epochs, config.seed)
-    total_steps = math.ceil(len(order) / config.grad_accum)
 
     def lr_at(step: int) -> float:
         if step < config.warmup_steps:
@@ -287,89 +268,81 @@ def train_lora(
         progress_ = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    position, losses, val_before = 0, [], None
-    checkpoint = _latest_checkpoint(out_dir)
-    if checkpoint is not None:
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
-        peft.set_peft_model_state_dict(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        position, losses, val_before = state["position"], state["losses"], state["val_before"]
-    else:
-        val_before = _mean_loss(model, val, target_device)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
 
-    model.train()
-    bar = tqdm(total=len(order), initial=position, desc="Training", unit="example", disable=not progress)
+
+def _resume(run: _Run, out_dir: Path, val: Sequence[Example], device: Any, peft: Any) -> None:
+    """Continue from the latest checkpoint in `out_dir`, or start: measure the validation loss first."""
+    import torch
+
+    checkpoint = _latest_checkpoint(out_dir)
+    if checkpoint is None:
+        run.val_before = _mean_loss(run.model, val, device)
+        return
+    state = torch.load(checkpoint / "state.pt", weights_only=False)
+    peft.set_peft_model_state_dict(run.model, state["adapter"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    run.position, run.losses, run.val_before = state["position"], state["losses"], state["val_before"]
+
+
+def _train(
+    run: _Run,
+    config: TrainConfig,
+    examples: Sequence[Example],
+    out_dir: Path,
+    device: Any,
+    peft: Any,
+    progress: bool,
+    on_step: Callable[[int, float], None] | None,
+) -> None:
+    """The optimizer steps from `run.position` to the end of `examples` (the run's order), checkpointing."""
+    import torch
+    from tqdm import tqdm
+
+    run.model.train()
+    total = len(examples)
+    bar = tqdm(total=total, initial=run.position, desc="Training", unit="example", disable=not progress)
     window: list[float] = []
-    while position < len(order):
-        batch = order[position : position + config.grad_accum]
-        optimizer.zero_grad(set_to_none=True)
+    while run.position < len(examples):
+        batch = examples[run.position : run.position + config.grad_accum]
+        run.optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for index in batch:
-            loss = _loss(model, train[index], target_device) / len(batch)
+        for example in batch:
+            loss = _loss(run.model, example, device) / len(batch)
             loss.backward()
             step_loss += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        position += len(batch)
-        losses.append(step_loss)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.position += len(batch)
+        run.losses.append(step_loss)
         window = [*window[-9:], step_loss]
         bar.update(len(batch))
         bar.set_postfix(loss=f"{sum(window) / len(window):.3f}")
         if on_step is not None:
-            on_step(len(losses), step_loss)
-        if len(losses) % config.checkpoint_every == 0 or position >= len(order):
-            _save_checkpoint(
-                out_dir, len(losses), model, optimizer, scheduler, position, losses, val_before, peft
-            )
+            on_step(len(run.losses), step_loss)
+        if len(run.losses) % config.checkpoint_every == 0 or run.position >= len(examples):
+            _save_checkpoint(out_dir, run, peft)
     bar.close()
 
-    val_after = _mean_loss(model, val, target_device)
-    _save_output(model, tokenizer, out_dir, merge=config.merge)
-    result = TrainResult(
-        out_dir=out_dir,
-        examples=len(train),
-        skipped_too_long=skipped,
-        optimizer_steps=len(losses),
-        target_tokens=sum(train[i].n_target for i in order),
-        first_loss=losses[0] if losses else None,
-        last_loss=sum(losses[-10:]) / len(losses[-10:]) if losses else None,
-        val_loss_before=val_before,
-        val_loss_after=val_after,
-        seconds=time.perf_counter() - started,
-        losses=losses,
-    )
-    (out_dir / "train_result.json").write_text(json.dumps(result.to_json(), indent=2))
-    return result
 
-
-def _save_checkpoint(
-    out_dir: Path,
-    step: int,
-    model: Any,
-    optimizer: Any,
-    scheduler: Any,
-    position: int,
-    losses: list[float],
-    val_before: float | None,
-    peft: Any,
-) -> None:
+def _save_checkpoint(out_dir: Path, run: _Run, peft: Any) -> None:
     import torch
 
+    step = len(run.losses)
     folder = out_dir / _CHECKPOINTS
     work = folder / f".step-{step}.tmp"
     work.mkdir(parents=True, exist_ok=True)
     state = {
-        "adapter": peft.get_peft_model_state_dict(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "adapter": peft.get_peft_model_state_dict(run.model),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "rng": torch.get_rng_state(),
-        "position": position,
-        "losses": losses,
-        "val_before": val_before,
+        "position": run.position,
+        "losses": run.losses,
+        "val_before": run.val_before,
     }
     torch.save(state, work / "state.pt")
     final = folder / f"step-{step}"
