@@ -16,6 +16,7 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from clinicflow.agents.ehr_qa import invalid_reply_message
 from clinicflow.graphs.hidden_args import strip_hidden_args
 from clinicflow.graphs.trace import TraceRecord, now, shorten, trace_event
 
@@ -85,25 +86,18 @@ class AgentStep:
     name: str
     tool_names: Sequence[str]
     hidden: Mapping[str, set[str]]
-    max_retries: int
     render: ReplyPrinter
-    retry_message: RetryMessage
+    max_retries: int = 0
+    retry_message: RetryMessage = invalid_reply_message
     trace_args: Mapping[str, Any] = field(default_factory=dict)
 
     async def __call__(
         self, messages: list[BaseMessage], config: RunnableConfig, *, streak: int
     ) -> StepOutcome:
         """Call the model; `streak` is the number of invalid replies in a row before this one."""
-        reply, event = await call_model(
-            self.runnable, messages, config, name=self.name, render=self.render, args=self.trace_args
-        )
+        reply, event = await self.call(messages, config)
         if reply.tool_calls:
-            if reply.invalid_tool_calls:
-                event["error"] = f"ignored invalid calls: {invalid_reason(reply)}"
-            reply, stripped = strip_hidden_args(reply, self.hidden)
-            if stripped:
-                event["args"]["ignored_args"] = stripped
-            return StepOutcome(reply, event, accepted=True)
+            return StepOutcome(self.accept(reply, event), event, accepted=True)
         reason = invalid_reason(reply)
         event["error"] = f"invalid tool call: {reason}"
         streak += 1
@@ -111,3 +105,20 @@ class AgentStep:
         return StepOutcome(
             reply, event, False, reason, retry, streak=streak, gave_up=streak > self.max_retries
         )
+
+    async def call(
+        self, messages: list[BaseMessage], config: RunnableConfig | None
+    ) -> tuple[AIMessage, TraceRecord]:
+        """Call the model once, timed and traced."""
+        return await call_model(
+            self.runnable, messages, config, name=self.name, render=self.render, args=self.trace_args
+        )
+
+    def accept(self, reply: AIMessage, event: TraceRecord) -> AIMessage:
+        """The reply's tool calls without hidden arguments (the event notes what was ignored)."""
+        if reply.invalid_tool_calls:
+            event["error"] = f"ignored invalid calls: {invalid_reason(reply)}"
+        reply, stripped = strip_hidden_args(reply, self.hidden)
+        if stripped:
+            event["args"]["ignored_args"] = stripped
+        return reply

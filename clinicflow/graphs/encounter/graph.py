@@ -8,7 +8,6 @@ from typing import Any
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode
 
 from clinicflow.agents.encounter import (
     DEFAULT_PROTOCOL,
@@ -66,7 +65,9 @@ def build_encounter_graph(
     graph.add_node("moderator", nodes.moderator)
     routes = ["moderator", "measurement", "patient"]
     if doctor_tools:
-        graph.add_node("doctor_tools", ToolNode(list(doctor_tools), messages_key="doctor_scratch"))
+        # Drawn as a tool node: the tools it runs are named in the graph's picture.
+        tools = {"__tools": [t.name for t in doctor_tools]}
+        graph.add_node("doctor_tools", nodes.run_doctor_tools, metadata=tools)
         graph.add_edge("doctor_tools", "doctor")
         routes.insert(0, "doctor_tools")
 

@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, RemoveMessage, ToolMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
+from langgraph.prebuilt import ToolNode
 
+from clinicflow.agents.ehr_qa import render_reply
+from clinicflow.agents.ehr_task import TASK_TOOL_TEMPLATES as TOOL_TEMPLATES
 from clinicflow.agents.encounter import (
     FINAL_QUESTION,
     TEXT_ONLY_IMAGE_NOTE,
@@ -22,7 +25,12 @@ from clinicflow.agents.encounter import (
     message_text,
     takes_images,
 )
+from clinicflow.graphs.agent_step import AgentStep, call_model
 from clinicflow.graphs.encounter.state import EncounterCase, State, Utterance
+from clinicflow.graphs.hidden_args import hidden_args
+from clinicflow.graphs.tool_round import guarded_tool_node, read_tool_round
+from clinicflow.graphs.trace import TraceRecord
+from clinicflow.graphs.trace import shorten as _short
 
 __all__ = ["EncounterNodes", "RoleModels", "route_after_doctor"]
 
@@ -77,13 +85,40 @@ class EncounterNodes:
     image_request: bool = False
     doctor_tools: Sequence[BaseTool] = ()
     max_tool_calls: int = 3
-    _with_tools: Runnable[LanguageModelInput, BaseMessage] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _with_tools: AgentStep | None = field(default=None, init=False, repr=False, compare=False)
+    _tool_node: ToolNode | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.doctor_tools:
-            object.__setattr__(self, "_with_tools", self.models.doctor.bind_tools(list(self.doctor_tools)))
+            step = AgentStep(
+                self.models.doctor.bind_tools(list(self.doctor_tools)),
+                name="doctor",
+                tool_names=[t.name for t in self.doctor_tools],
+                hidden=hidden_args(self.doctor_tools),
+                render=render_reply,
+            )
+            object.__setattr__(self, "_with_tools", step)
+            node = guarded_tool_node(
+                self.doctor_tools,
+                name="doctor_tools",
+                templates=TOOL_TEMPLATES,
+                messages_key="doctor_scratch",
+            )
+            object.__setattr__(self, "_tool_node", node)
+
+    async def run_doctor_tools(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Run the doctor's tool calls (guarded: a failure is a message to the doctor), each traced."""
+        scratch = state.get("doctor_scratch") or []
+        calls = [c for m in scratch[-1:] if isinstance(m, AIMessage) for c in m.tool_calls]
+        assert self._tool_node is not None
+        output = await self._tool_node.ainvoke(state, config)
+        done = read_tool_round(output["doctor_scratch"], calls, lambda m: _short(m.text))
+        return {"doctor_scratch": done.messages, "trace": done.trace}
+
+    async def _ask(
+        self, role: str, model: BaseChatModel, messages: list[BaseMessage], config: RunnableConfig
+    ) -> tuple[AIMessage, TraceRecord]:
+        return await call_model(model, messages, config, name=role, render=message_text)
 
     def _image(self, case: EncounterCase, transcript: Sequence[Utterance]) -> DoctorImage | None:
         """The case image for this doctor turn; None when the case has none or it was not asked for."""
@@ -99,7 +134,7 @@ class EncounterNodes:
             return DoctorImage(note=TEXT_ONLY_IMAGE_NOTE)
         return DoctorImage(block=image_block(case.image))
 
-    async def doctor(self, state: State) -> dict[str, Any]:
+    async def doctor(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """One doctor turn (or its continuation after tool results)."""
         case = state["case"]
         transcript = state.get("transcript") or []
@@ -124,15 +159,19 @@ class EncounterNodes:
             with_tools=bool(self.doctor_tools),
         )
         rounds = sum(1 for m in scratch if isinstance(m, AIMessage) and m.tool_calls)
-        allow_tools = self._with_tools is not None and rounds < self.max_tool_calls
-        runnable = self._with_tools if allow_tools and self._with_tools is not None else self.models.doctor
-        reply = await runnable.ainvoke([*prompt.messages, *scratch])
-        if allow_tools and isinstance(reply, AIMessage) and reply.tool_calls:
+        step = self._with_tools if rounds < self.max_tool_calls else None
+        messages = [*prompt.messages, *scratch]
+        if step is not None:
+            reply, event = await step.call(messages, config)
+        else:
+            reply, event = await self._ask("doctor", self.models.doctor, messages, config)
+        if step is not None and reply.tool_calls:
+            reply = step.accept(reply, event)
             lines += [
                 {"turn": turn, "role": "tool_call", "text": json.dumps(call["args"]), "tool": call["name"]}
                 for call in reply.tool_calls
             ]
-            return {"turn": turn, "doctor_scratch": [reply], "transcript": lines}
+            return {"turn": turn, "doctor_scratch": [reply], "transcript": lines, "trace": [event]}
 
         text = self.protocol.reply_text("doctor", message_text(reply))
         action = self.protocol.doctor_action(text, prompt)
@@ -144,7 +183,12 @@ class EncounterNodes:
         if image is not None:
             line["image"] = image.status
         lines.append(line)
-        update: dict[str, Any] = {"turn": turn, "transcript": lines, "last_action": action.kind}
+        update: dict[str, Any] = {
+            "turn": turn,
+            "transcript": lines,
+            "last_action": action.kind,
+            "trace": [event],
+        }
         if scratch:
             update["doctor_scratch"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
         if action.kind == "diagnosis":
@@ -155,23 +199,25 @@ class EncounterNodes:
             update["tests_requested"] = [action.content]
         return update
 
-    async def patient(self, state: State) -> dict[str, Any]:
+    async def patient(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """The patient answers the doctor's last line."""
         prompt = self.protocol.patient_prompt(
             state["case"], state.get("transcript") or [], bias=self.patient_bias
         )
-        reply = await self.models.patient.ainvoke(prompt.messages)
+        reply, event = await self._ask("patient", self.models.patient, prompt.messages, config)
         answer = self.protocol.reply_text("patient", message_text(reply))
-        return {"transcript": [{"turn": state.get("turn", 0), "role": "patient", "text": answer}]}
+        line: Utterance = {"turn": state.get("turn", 0), "role": "patient", "text": answer}
+        return {"transcript": [line], "trace": [event]}
 
-    async def measurement(self, state: State) -> dict[str, Any]:
+    async def measurement(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """The measurement reader answers the doctor's test request."""
         prompt = self.protocol.measurement_prompt(state["case"], state.get("transcript") or [])
-        reply = await self.models.measurement.ainvoke(prompt.messages)
+        reply, event = await self._ask("measurement", self.models.measurement, prompt.messages, config)
         reading = self.protocol.reply_text("measurement", message_text(reply))
-        return {"transcript": [{"turn": state.get("turn", 0), "role": "measurement", "text": reading}]}
+        line: Utterance = {"turn": state.get("turn", 0), "role": "measurement", "text": reading}
+        return {"transcript": [line], "trace": [event]}
 
-    async def moderator(self, state: State) -> dict[str, Any]:
+    async def moderator(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """Judge the diagnosis against the correct one; no diagnosis counts as incorrect without a call."""
         turn = state.get("turn", 0)
         diagnosis = state.get("diagnosis")
@@ -189,10 +235,11 @@ class EncounterNodes:
                 "diagnosis": diagnosis,
                 "transcript": [{"turn": turn, "role": "moderator", "text": f"(not judged: {reason})"}],
             }
-        reply = await self.models.moderator.ainvoke(prompt.messages)
+        reply, event = await self._ask("moderator", self.models.moderator, prompt.messages, config)
         verdict = self.protocol.verdict(self.protocol.reply_text("moderator", message_text(reply)))
         return {
             "verdict": verdict.correct,
             "moderator_reply": verdict.reply,
             "transcript": [{"turn": turn, "role": "moderator", "text": verdict.reply}],
+            "trace": [event],
         }

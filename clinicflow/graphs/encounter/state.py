@@ -11,6 +11,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
 from clinicflow.agents.encounter import Role, Utterance
+from clinicflow.graphs.trace import TraceRecord
 
 __all__ = ["EncounterCase", "Finish", "InputState", "Role", "State", "Utterance"]
 
@@ -56,3 +57,4 @@ class State(InputState, total=False):
     finished: Finish
     verdict: bool
     moderator_reply: str | None
+    trace: Annotated[list[TraceRecord], operator.add]
