@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from clinicflow.api.config import async_database_url, is_postgres
@@ -71,6 +71,11 @@ class Database:
         lock = self._write_lock or contextlib.nullcontext()
         async with lock, self._sessions() as session, session.begin():
             yield session
+
+    async def _update(self, statement: Executable) -> int:
+        """Run one UPDATE in its own transaction; how many rows it changed."""
+        async with self._write() as session:
+            return rowcount(await session.execute(statement))
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncSession]:

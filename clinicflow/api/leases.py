@@ -47,13 +47,11 @@ class Leases(Database):
 
     async def heartbeat(self, owner: str) -> int:
         """Renew the lease of every active run this server owns; returns how many."""
-        async with self._write() as session:
-            result = await session.execute(
-                update(RunRow)
-                .where(RunRow.owner == owner, RunRow.status.in_(ACTIVE_STATUSES))
-                .values(heartbeat_at=utcnow())
-            )
-            return rowcount(result)
+        return await self._update(
+            update(RunRow)
+            .where(RunRow.owner == owner, RunRow.status.in_(ACTIVE_STATUSES))
+            .values(heartbeat_at=utcnow())
+        )
 
     async def orphaned_runs(self, owner: str, lease_s: float, *, own: bool) -> list[str]:
         """Active or interrupted runs whose lease lapsed (and, with `own`, those this worker id held)."""
@@ -71,13 +69,11 @@ class Leases(Database):
 
     async def release(self, owner: str) -> int:
         """On shutdown: mark this server's active runs interrupted and free their lease."""
-        async with self._write() as session:
-            result = await session.execute(
-                update(RunRow)
-                .where(RunRow.owner == owner, RunRow.status.in_(ACTIVE_STATUSES))
-                .values(status="interrupted", owner=None, updated_at=utcnow())
-            )
-            return rowcount(result)
+        return await self._update(
+            update(RunRow)
+            .where(RunRow.owner == owner, RunRow.status.in_(ACTIVE_STATUSES))
+            .values(status="interrupted", owner=None, updated_at=utcnow())
+        )
 
     async def control(self, run_id: str) -> tuple[bool, str | None]:
         """(cancel requested, current owner) of a run, read fresh."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -39,6 +39,7 @@ __all__ = [
     "open_mcp_server",
 ]
 
+_T = TypeVar("_T")
 INSTRUCTIONS = (
     "Tools over one patient's FHIR record, bound when this server started: every answer cites "
     "[ResourceType/id]. Call record_manifest first to see what the record holds. Writes are never made "
@@ -149,10 +150,8 @@ class _Session:
 
         tools = [*self.record_tools(), *self.guideline_tools()]
         graph = build_ehr_qa_graph(self.model(), tools, **self._graph_options())
-        try:
-            result = await run_ehr_qa(graph, question, self.patient_id, thread_id=uuid.uuid4().hex)
-        except EhrQaInputError as exc:
-            raise _tool_error(exc) from None
+        run = run_ehr_qa(graph, question, self.patient_id, thread_id=uuid.uuid4().hex)
+        result = await _refusing(EhrQaInputError, run)
         return {
             "answer": result.answer,
             "citations": result.citations,
@@ -170,10 +169,8 @@ class _Session:
         graph = build_ehr_task_graph(
             self.model(), self.record_tools(), writer, approval="require", **self._graph_options()
         )
-        try:
-            result = await run_ehr_task(graph, instruction, context=context, patient_id=self.patient_id)
-        except EhrTaskInputError as exc:
-            raise _tool_error(exc) from None
+        run = run_ehr_task(graph, instruction, context=context, patient_id=self.patient_id)
+        result = await _refusing(EhrTaskInputError, run)
         # The run stops at its first write; it is never resumed here, so nothing reaches the server.
         return {
             "status": result.status,
@@ -187,6 +184,14 @@ class _Session:
 
 def _tool_error(exc: Exception) -> ToolError:
     return ToolError(str(exc))
+
+
+async def _refusing(error: type[Exception], run: Awaitable[_T]) -> _T:
+    """The run's result; the workflow refusing its input is the tool's error."""
+    try:
+        return await run
+    except error as exc:
+        raise _tool_error(exc) from None
 
 
 def build_mcp_server(

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
 from fastapi import APIRouter, HTTPException, Request
 
 from clinicflow.api.access import Caller, deny, run_audit, visible_run
-from clinicflow.api.auth import ForbiddenError
+from clinicflow.api.auth import ForbiddenError, Principal
 from clinicflow.api.events import APPROVAL_DECIDED, RUN_FINISHED
 from clinicflow.api.params import BODY_ERRORS, RUN_ERRORS, RunId
 from clinicflow.api.runs import queue_full, submit
 from clinicflow.api.schemas import ApprovalIn, ErrorOut, RunOut
 from clinicflow.api.services import Services, services
-from clinicflow.api.store import TERMINAL_STATUSES, DuplicateDecisionError, NewEvent, utcnow
+from clinicflow.api.store import TERMINAL_STATUSES, DuplicateDecisionError, NewAudit, NewEvent, RunRow, utcnow
 from clinicflow.api.workers import QueueFullError
 
 __all__ = ["cancel", "decide", "resume", "router"]
 
 router = APIRouter()
+_F = TypeVar("_F", bound=Callable[..., Any])
 _IDLE = ("queued", "waiting_approval", "interrupted")
 _RESUMABLE = ("interrupted", "failed")
 _CANCELLED = {"owner": None, "pending": None, "cancel_requested": True}
 _RETRIED = {"error": None, "finished_at": None}
+
+
+def _post(action: str, conflict: str, more: Mapping[int | str, Any] | None = None) -> Callable[[_F], _F]:
+    """The route `POST /v1/runs/{run_id}/<action>`, answering the run; 409 when `conflict`."""
+    responses = {**RUN_ERRORS, **(more or {}), 409: {"model": ErrorOut, "description": conflict}}
+    return router.post(
+        f"/v1/runs/{{run_id}}/{action}", response_model=RunOut, tags=["runs"], responses=responses
+    )
+
+
+async def _acting(
+    request: Request, principal: Principal, run_id: str, action: str
+) -> tuple[Services, RunRow, NewAudit]:
+    """The services, the run the token may act on (403 / 404 otherwise) and the audit row of acting."""
+    svc = services(request)
+    run = await visible_run(svc, principal, run_id, write=True)
+    return svc, run, run_audit(principal, run, action, detail={"status_before": run.status})
 
 
 async def _current(svc: Services, run_id: str) -> RunOut:
@@ -30,16 +51,7 @@ async def _current(svc: Services, run_id: str) -> RunOut:
     return RunOut.from_row(run)
 
 
-@router.post(
-    "/v1/runs/{run_id}/approval",
-    response_model=RunOut,
-    tags=["runs"],
-    responses={
-        **RUN_ERRORS,
-        **BODY_ERRORS,
-        409: {"model": ErrorOut, "description": "Nothing (or another write) is pending."},
-    },
-)
+@_post("approval", "Nothing (or another write) is pending.", BODY_ERRORS)
 async def decide(run_id: RunId, body: ApprovalIn, request: Request, principal: Caller) -> RunOut:
     """Approve, reject or edit the write a run is waiting on; the run then continues."""
     svc = services(request)
@@ -88,19 +100,12 @@ async def decide(run_id: RunId, body: ApprovalIn, request: Request, principal: C
     return RunOut.from_row(updated)
 
 
-@router.post(
-    "/v1/runs/{run_id}/cancel",
-    response_model=RunOut,
-    tags=["runs"],
-    responses={**RUN_ERRORS, 409: {"model": ErrorOut, "description": "The run already finished."}},
-)
+@_post("cancel", "The run already finished.")
 async def cancel(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     """Cancel a run: at once when it is queued or waiting, else before its next step."""
-    svc = services(request)
-    run = await visible_run(svc, principal, run_id, write=True)
+    svc, run, audit = await _acting(request, principal, run_id, "run.cancel")
     if run.status in TERMINAL_STATUSES:
         raise HTTPException(409, f"run {run.id} already {run.status}")
-    audit = run_audit(principal, run, "run.cancel", detail={"status_before": run.status})
     updated = None
     if run.status in _IDLE:
         values = {"status": "cancelled", "finished_at": utcnow()} | _CANCELLED
@@ -118,17 +123,10 @@ async def cancel(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     return await _current(svc, run.id)
 
 
-@router.post(
-    "/v1/runs/{run_id}/resume",
-    response_model=RunOut,
-    tags=["runs"],
-    responses={**RUN_ERRORS, 409: {"model": ErrorOut, "description": "The run cannot be resumed."}},
-)
+@_post("resume", "The run cannot be resumed.")
 async def resume(run_id: RunId, request: Request, principal: Caller) -> RunOut:
     """Continue an interrupted or failed run from its last checkpoint (completed steps are not repeated)."""
-    svc = services(request)
-    run = await visible_run(svc, principal, run_id, write=True)
-    audit = run_audit(principal, run, "run.resume", detail={"status_before": run.status})
+    svc, run, audit = await _acting(request, principal, run_id, "run.resume")
     if run.status in _RESUMABLE:
         values = {"status": "queued", "owner": svc.pool.worker_id, "heartbeat_at": utcnow()} | _RETRIED
         updated = await svc.store.transition(run.id, from_statuses=_RESUMABLE, values=values, audits=[audit])

@@ -75,13 +75,12 @@ class Store(Leases):
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke a key; False when there is no such active key."""
-        async with self._write() as session:
-            result = await session.execute(
-                update(ApiKeyRow)
-                .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
-            return rowcount(result) == 1
+        changed = await self._update(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return changed == 1
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -175,13 +174,12 @@ class Store(Leases):
 
     async def request_cancel(self, run_id: str) -> bool:
         """Flag a running run for cancellation; its worker stops at the next step."""
-        async with self._write() as session:
-            result = await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status.notin_(TERMINAL_STATUSES))
-                .values(cancel_requested=True, updated_at=utcnow())
-            )
-            return rowcount(result) == 1
+        changed = await self._update(
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.status.notin_(TERMINAL_STATUSES))
+            .values(cancel_requested=True, updated_at=utcnow())
+        )
+        return changed == 1
 
     # -- events and audit -----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -31,26 +31,22 @@ __all__ = ["open_services"]
 log = logging.getLogger("clinicflow.api.app")
 
 
-@contextlib.asynccontextmanager
-async def _fhir_url(settings: ApiSettings) -> AsyncIterator[str | None]:
-    """The configured FHIR server; else the embedded one over data in the cache dir, if any."""
+async def _fhir_url(stack: contextlib.AsyncExitStack, settings: ApiSettings) -> str | None:
+    """The configured FHIR server; else the embedded one over data in the cache dir (stopped with the
+    stack), if there is any."""
     if settings.fhir_url:
-        yield settings.fhir_url
-        return
+        return settings.fhir_url
     from clinicflow.fhir.demo import free_port
     from clinicflow.fhir.server import DB_FILENAME, EmbeddedFhirServer
 
     data_dir = settings.cache_dir / "fhir-server"
     if not (data_dir / DB_FILENAME).exists():
         log.warning("no FHIR server configured (CLINICFLOW_FHIR_URL) and no embedded data in %s", data_dir)
-        yield None
-        return
+        return None
     server = EmbeddedFhirServer(data_dir, port=free_port())
     await asyncio.to_thread(server.start)
-    try:
-        yield server.base_url
-    finally:
-        await asyncio.to_thread(server.stop)
+    stack.push_async_callback(asyncio.to_thread, server.stop)
+    return server.base_url
 
 
 def _fhir_client(settings: ApiSettings, base_url: str, metrics: Metrics) -> FhirClient:
@@ -70,7 +66,7 @@ async def _open_fhir(
     stack: contextlib.AsyncExitStack, settings: ApiSettings, metrics: Metrics
 ) -> FhirClient | None:
     """The service's one FHIR client (None without a FHIR server), closed with the stack."""
-    base_url = await stack.enter_async_context(_fhir_url(settings))
+    base_url = await _fhir_url(stack, settings)
     if not base_url:
         return None
     fhir = _fhir_client(settings, base_url, metrics)
