@@ -2,15 +2,16 @@
 
 from clinicflow.evals.ehrqa.categories.base import Builder, Context, Corpus, ToolView
 from clinicflow.evals.ehrqa.categories.conditions import condition_existence, condition_existence_transitive
+from clinicflow.evals.ehrqa.categories.dependent import observation_dependent
 from clinicflow.evals.ehrqa.categories.immunizations import immunization_date
 from clinicflow.evals.ehrqa.categories.medications import (
     medication_current,
     medication_existence,
-    medication_for_condition,
-    medication_prescriber,
     medication_prescription_date,
 )
-from clinicflow.evals.ehrqa.categories.observations import observation_dependent, observation_value
+from clinicflow.evals.ehrqa.categories.observations import observation_value
+from clinicflow.evals.ehrqa.categories.prescribers import medication_prescriber
+from clinicflow.evals.ehrqa.categories.reasons import medication_for_condition
 from clinicflow.evals.ehrqa.questions import Category
 
 __all__ = ["BUILDERS", "Builder", "Context", "Corpus", "ToolView"]

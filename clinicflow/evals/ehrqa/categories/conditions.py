@@ -7,9 +7,10 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from clinicflow.evals.ehrqa.categories.ask import Ask, kept
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
 from clinicflow.evals.ehrqa.facts import SNOMED, Concept, ConditionFact, norm_text
-from clinicflow.evals.ehrqa.questions import Category, GoldCall, Question
+from clinicflow.evals.ehrqa.questions import GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
 
 __all__ = [
@@ -113,150 +114,119 @@ def _status(group: CondGroup, ref: dt.date) -> bool | None:
     return active
 
 
+def _absent_call(concept: Concept) -> GoldCall:
+    return GoldCall(resource_type="Condition", code=search_code(concept), expect_absent=True)
+
+
 def condition_existence(ctx: Context) -> list[Question]:
     """Was X ever diagnosed (yes/no, multiple choice), first onset, count, order, days between, status."""
-    cat: Category = "condition_existence"
+    ask = Ask(ctx, "condition_existence")
     groups = condition_groups(ctx)
     absent = _absent(ctx)
-    out: list[Question | None] = []
+    return kept(
+        [
+            *_ever(ask, groups, absent),
+            *_pick(ask, groups, absent),
+            *(q for g in groups for q in _about_group(ask, g)),
+            *_ordered(ask, groups),
+        ]
+    )
 
-    rng = ctx.rng("cond_exists")
-    for g in groups:
-        out.append(
-            ctx.yes_no(
-                answer=True,
-                category=cat,
-                qtype="cond_exists",
-                stem=f"Has the patient ever {_diagnosed(g.concept)}?",
-                gold_ids=_newest(ctx, g.refs, g.call()),
-                calls=[g.call()],
-                params={"code": g.concept.code},
-            )
+
+def _ever(ask: Ask, groups: Sequence[CondGroup], absent: Sequence[Concept]) -> list[Question | None]:
+    ctx = ask.ctx
+    out = [
+        ask.about(_newest(ctx, g.refs, g.call()), [g.call()], {"code": g.concept.code}).yes_no(
+            "cond_exists", f"Has the patient ever {_diagnosed(g.concept)}?", True
         )
+        for g in groups
+    ]
     negatives = list(absent)
-    rng.shuffle(negatives)
+    ctx.rng("cond_exists").shuffle(negatives)
     for c in negatives[: max(3, len(groups))]:
-        out.append(
-            ctx.yes_no(
-                answer=False,
-                category=cat,
-                qtype="cond_exists",
-                stem=f"Has the patient ever {_diagnosed(c)}?",
-                gold_ids=[],
-                calls=[GoldCall(resource_type="Condition", code=search_code(c), expect_absent=True)],
-                params={"code": c.code},
-                refusal_ok=True,
-            )
-        )
+        stem = f"Has the patient ever {_diagnosed(c)}?"
+        out.append(ask.absent("cond_exists", stem, [_absent_call(c)], {"code": c.code}))
+    return out
 
-    rng = ctx.rng("cond_pick")
+
+def _pick(ask: Ask, groups: Sequence[CondGroup], absent: Sequence[Concept]) -> list[Question | None]:
+    rng = ask.ctx.rng("cond_pick")
+    out = []
     for g in groups:
-        wrong = rng.sample(absent, min(3, len(absent)))
-        out.append(
-            ctx.choice(
-                rng,
-                correct=g.name,
-                wrong=[c.name for c in wrong],
-                category=cat,
-                qtype="cond_pick",
-                stem="Which of these conditions is recorded in the patient's record?",
-                gold_ids=_newest(ctx, g.refs, g.call()),
-                calls=[
-                    g.call(),
-                    *(
-                        GoldCall(resource_type="Condition", code=search_code(c), expect_absent=True)
-                        for c in wrong
-                    ),
-                ],
-                params={"code": g.concept.code, "wrong_codes": [c.code for c in wrong]},
-            )
-        )
-
-    for g in groups:
-        if g.dated:
-            out.append(
-                ctx.make(
-                    category=cat,
-                    qtype="cond_first_onset",
-                    kind="date",
-                    stem=f"On what date was {g.name} first recorded for the patient (its onset date)?",
-                    answer=day(g.first),
-                    gold_ids=g.first_refs,
-                    calls=[g.call()],
-                    params={"code": g.concept.code},
-                )
-            )
-        out.append(
-            ctx.make(
-                category=cat,
-                qtype="cond_count",
-                kind="integer",
-                stem=f"How many separate entries for {g.name} does the patient's condition list hold?",
-                answer=str(len(g.facts)),
-                gold_ids=g.refs,
-                calls=[g.call()],
-                params={"code": g.concept.code},
-            )
-        )
-        status = _status(g, ctx.ref)
-        if status is not None:
-            out.append(
-                ctx.yes_no(
-                    answer=status,
-                    category=cat,
-                    qtype="cond_active",
-                    stem=f"As of {ctx.ref_s}, is the patient's {g.name} still active (not resolved)?",
-                    gold_ids=_newest(ctx, [f.ref for f in g.facts if f.clinical in _ACTIVE], g.call())
-                    if status
-                    else g.refs,
-                    calls=[g.call()],
-                    params={"code": g.concept.code, "ref": ctx.ref_s},
-                )
-            )
-
-    for a, b in _pairs(groups, ctx, "cond_before"):
-        out.append(
-            ctx.yes_no(
-                answer=a.first < b.first,
-                category=cat,
-                qtype="cond_before",
-                stem=f"Was {a.name} first recorded before {b.name}?",
-                gold_ids=[*a.first_refs, *b.first_refs],
-                calls=[a.call(), b.call()],
-                params={"code_a": a.concept.code, "code_b": b.concept.code},
-            )
-        )
-    for a, b in _pairs(groups, ctx, "cond_days_between"):
-        out.append(
-            ctx.make(
-                category=cat,
-                qtype="cond_days_between",
-                kind="integer",
-                stem=(
-                    f"How many days passed between the first recorded onset of {a.name} "
-                    f"and the first recorded onset of {b.name}?"
-                ),
-                answer=str(abs((b.first - a.first).days)),
-                gold_ids=[*a.first_refs, *b.first_refs],
-                calls=[a.call(), b.call()],
-                params={"code_a": a.concept.code, "code_b": b.concept.code},
-            )
-        )
-    return [q for q in out if q is not None]
+        wrong = rng.sample(list(absent), min(3, len(absent)))
+        gold = _newest(ask.ctx, g.refs, g.call())
+        params = {"code": g.concept.code, "wrong_codes": [c.code for c in wrong]}
+        subject = ask.about(gold, [g.call(), *(_absent_call(c) for c in wrong)], params)
+        stem = "Which of these conditions is recorded in the patient's record?"
+        out.append(subject.choice(rng, "cond_pick", stem, g.name, [c.name for c in wrong]))
+    return out
 
 
-def condition_existence_transitive(ctx: Context) -> list[Question]:
-    """Any kind of X (through the is-a table): yes/no, which option, first diagnosis, how many kinds."""
-    cat: Category = "condition_existence_transitive"
-    if not snomed_coded_conditions(ctx):
-        return []  # the is-a table is SNOMED CT: on other codes every question would be a "no"
+def _about_group(ask: Ask, g: CondGroup) -> list[Question | None]:
+    """First onset, number of entries, and whether it is still active on the reference day."""
+    ctx = ask.ctx
+    subject = ask.about(g.refs, [g.call()], {"code": g.concept.code})
+    out = []
+    if g.dated:
+        stem = f"On what date was {g.name} first recorded for the patient (its onset date)?"
+        out.append(subject.value("cond_first_onset", "date", stem, day(g.first), gold_ids=g.first_refs))
+    stem = f"How many separate entries for {g.name} does the patient's condition list hold?"
+    out.append(subject.value("cond_count", "integer", stem, str(len(g.facts))))
+    status = _status(g, ctx.ref)
+    if status is not None:
+        active = _newest(ctx, [f.ref for f in g.facts if f.clinical in _ACTIVE], g.call())
+        stem = f"As of {ctx.ref_s}, is the patient's {g.name} still active (not resolved)?"
+        gold = active if status else g.refs
+        out.append(subject.plus(ref=ctx.ref_s).yes_no("cond_active", stem, status, gold_ids=gold))
+    return out
+
+
+def _ordered(ask: Ask, groups: Sequence[CondGroup]) -> list[Question | None]:
+    """Which of two conditions came first, and the days between their first onsets."""
+    out = []
+    for a, b in _pairs(groups, ask.ctx, "cond_before"):
+        subject = _pair(ask, a, b)
+        out.append(
+            subject.yes_no("cond_before", f"Was {a.name} first recorded before {b.name}?", a.first < b.first)
+        )
+    for a, b in _pairs(groups, ask.ctx, "cond_days_between"):
+        stem = (
+            f"How many days passed between the first recorded onset of {a.name} "
+            f"and the first recorded onset of {b.name}?"
+        )
+        answer = str(abs((b.first - a.first).days))
+        out.append(_pair(ask, a, b).value("cond_days_between", "integer", stem, answer))
+    return out
+
+
+def _pair(ask: Ask, a: CondGroup, b: CondGroup) -> Ask:
+    params = {"code_a": a.concept.code, "code_b": b.concept.code}
+    return ask.about([*a.first_refs, *b.first_refs], [a.call(), b.call()], params)
+
+
+@dataclass
+class _Kind:
+    """One is-a group as the patient's record holds it."""
+
+    code: str
+    label: str
+    stem: str
+    keywords: list[str]
+    below: set[str]
+    members: list[CondGroup]
+    complete: bool
+    absent_below: list[Concept]
+
+
+def _kinds(ctx: Context) -> list[_Kind]:
+    """The is-a groups whose own code the patient's record lacks, with what it holds below each."""
     hierarchy = ctx.hierarchy
     groups = {g.concept.code: g for g in condition_groups(ctx)}
     present_codes = ctx.facts.codes.get("condition", set())
     names = [
         (f.concept.code, f.concept.display or "") for f in ctx.facts.conditions if f.concept is not None
     ] + [(code, "") for code in ctx.facts.tainted.get("condition", set())]
-    out: list[Question | None] = []
+    out = []
     for group in hierarchy.groups():
         if group.code in present_codes:
             continue
@@ -275,104 +245,74 @@ def condition_existence_transitive(ctx: Context) -> list[Question]:
             else f"Has the patient ever been diagnosed with any kind of {label} (a more specific diagnosis "
             "counts)?"
         )
-        gold = [ref for m in members for ref in _newest(ctx, m.refs, m.call())]
-        calls = [m.call() for m in members]
         absent_below = [
             Concept(SNOMED, c, hierarchy.display(c))
             for c in sorted(below)
             if not ctx.facts.mentions("condition", c, hierarchy.display(c))
         ]
-        if members:
-            out.append(
-                ctx.yes_no(
-                    answer=True,
-                    category=cat,
-                    qtype="trans_exists",
-                    stem=stem,
-                    gold_ids=gold,
-                    calls=calls,
-                    params={"group": group.code},
-                )
-            )
-        elif complete and absent_below:
-            out.append(
-                ctx.yes_no(
-                    answer=False,
-                    category=cat,
-                    qtype="trans_exists",
-                    stem=stem,
-                    gold_ids=[],
-                    calls=[
-                        GoldCall(resource_type="Condition", code=search_code(c), expect_absent=True)
-                        for c in absent_below
-                    ],
-                    params={"group": group.code},
-                    refusal_ok=True,
-                )
-            )
-        if not members:
-            continue
-        rng = ctx.rng(f"trans_pick|{group.code}")
-        correct = rng.choice(members)
         keywords = [norm_text(k) for k in group.keywords]
-        others = [
-            g
-            for code, g in groups.items()
-            if code not in below
-            and not any(hierarchy.related(code, b) for b in [*below, group.code])
-            and not any(k in norm_text(g.name) for k in keywords)
-        ]
-        wrong_absent = rng.sample(absent_below, min(2, len(absent_below)))
-        wrong_present = rng.sample(others, min(3 - len(wrong_absent), len(others)))
-        wrong = [c.name for c in wrong_absent if c.display] + [g.name for g in wrong_present]
-        rng.shuffle(wrong)
-        out.append(
-            ctx.choice(
-                rng,
-                correct=correct.name,
-                wrong=wrong,
-                category=cat,
-                qtype="trans_pick",
-                stem=f"Which of these conditions recorded for the patient is a kind of {label}?",
-                gold_ids=_newest(ctx, correct.refs, correct.call()),
-                calls=[
-                    correct.call(),
-                    *(
-                        GoldCall(resource_type="Condition", code=search_code(c), expect_absent=True)
-                        for c in wrong_absent
-                    ),
-                ],
-                params={"group": group.code, "code": correct.concept.code},
-            )
-        )
-        if not complete:
+        out.append(_Kind(group.code, label, stem, keywords, below, members, complete, absent_below))
+    return out
+
+
+def condition_existence_transitive(ctx: Context) -> list[Question]:
+    """Any kind of X (through the is-a table): yes/no, which option, first diagnosis, how many kinds."""
+    if not snomed_coded_conditions(ctx):
+        return []  # the is-a table is SNOMED CT: on other codes every question would be a "no"
+    ask = Ask(ctx, "condition_existence_transitive")
+    groups = condition_groups(ctx)
+    out: list[Question | None] = []
+    for kind in _kinds(ctx):
+        gold = [ref for m in kind.members for ref in _newest(ctx, m.refs, m.call())]
+        subject = ask.about(gold, [m.call() for m in kind.members], {"group": kind.code})
+        if kind.members:
+            out.append(subject.yes_no("trans_exists", kind.stem, True))
+        elif kind.complete and kind.absent_below:
+            calls = [_absent_call(c) for c in kind.absent_below]
+            out.append(ask.absent("trans_exists", kind.stem, calls, {"group": kind.code}))
+        if not kind.members:
             continue
-        if all(m.dated for m in members):
-            first = min(m.first for m in members)
-            out.append(
-                ctx.make(
-                    category=cat,
-                    qtype="trans_first",
-                    kind="date",
-                    stem=f"On what date was the patient first diagnosed with any kind of {label}?",
-                    answer=day(first),
-                    gold_ids=[ref for m in members if m.first == first for ref in m.first_refs],
-                    calls=[m.call() for m in members if m.first == first]
-                    + [m.call() for m in members if m.first != first],
-                    params={"group": group.code},
-                )
-            )
-        out.append(
-            ctx.make(
-                category=cat,
-                qtype="trans_count",
-                kind="integer",
-                stem=f"How many different kinds of {label} (distinct diagnoses) are recorded for the "
-                "patient?",
-                answer=str(len(members)),
-                gold_ids=gold,
-                calls=calls,
-                params={"group": group.code},
-            )
-        )
-    return [q for q in out if q is not None]
+        out.append(_kind_pick(ask, kind, groups))
+        if kind.complete:
+            out += _kind_counts(subject, kind)
+    return kept(out)
+
+
+def _kind_pick(ask: Ask, kind: _Kind, groups: Sequence[CondGroup]) -> Question | None:
+    """Which of these recorded conditions is a kind of X: wrong options lie outside the group."""
+    hierarchy = ask.ctx.hierarchy
+    rng = ask.ctx.rng(f"trans_pick|{kind.code}")
+    correct = rng.choice(kind.members)
+    others = [
+        g
+        for g in groups
+        if g.concept.code not in kind.below
+        and not any(hierarchy.related(g.concept.code, b) for b in [*kind.below, kind.code])
+        and not any(k in norm_text(g.name) for k in kind.keywords)
+    ]
+    wrong_absent = rng.sample(kind.absent_below, min(2, len(kind.absent_below)))
+    wrong_present = rng.sample(others, min(3 - len(wrong_absent), len(others)))
+    wrong = [c.name for c in wrong_absent if c.display] + [g.name for g in wrong_present]
+    rng.shuffle(wrong)
+    gold = _newest(ask.ctx, correct.refs, correct.call())
+    calls = [correct.call(), *(_absent_call(c) for c in wrong_absent)]
+    subject = ask.about(gold, calls, {"group": kind.code, "code": correct.concept.code})
+    stem = f"Which of these conditions recorded for the patient is a kind of {kind.label}?"
+    return subject.choice(rng, "trans_pick", stem, correct.name, wrong)
+
+
+def _kind_counts(subject: Ask, kind: _Kind) -> list[Question | None]:
+    """The first diagnosis of any kind of X, and how many kinds are recorded."""
+    out = []
+    members = kind.members
+    if all(m.dated for m in members):
+        first = min(m.first for m in members)
+        gold = [ref for m in members if m.first == first for ref in m.first_refs]
+        calls = [m.call() for m in members if m.first == first] + [
+            m.call() for m in members if m.first != first
+        ]
+        stem = f"On what date was the patient first diagnosed with any kind of {kind.label}?"
+        out.append(subject.value("trans_first", "date", stem, day(first), gold_ids=gold, calls=calls))
+    stem = f"How many different kinds of {kind.label} (distinct diagnoses) are recorded for the patient?"
+    out.append(subject.value("trans_count", "integer", stem, str(len(members))))
+    return out

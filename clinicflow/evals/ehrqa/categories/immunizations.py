@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from clinicflow.evals.ehrqa.categories.ask import Ask, day_picks, kept, years_to_ask
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
 from clinicflow.evals.ehrqa.facts import Concept, ImmunizationFact
-from clinicflow.evals.ehrqa.questions import Category, GoldCall, Question
+from clinicflow.evals.ehrqa.questions import GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
 
 __all__ = ["VaxGroup", "immunization_date", "vaccine_groups"]
@@ -53,95 +54,60 @@ def vaccine_groups(ctx: Context) -> list[VaxGroup]:
 
 def immunization_date(ctx: Context) -> list[Question]:
     """Most recent and first dose, doses by the reference day, days between doses, by year, by day."""
-    cat: Category = "immunization_date"
+    ask = Ask(ctx, "immunization_date")
     groups = vaccine_groups(ctx)
     out: list[Question | None] = []
     for g in groups:
-        if not g.dated:
-            continue
-        days = g.days()
-        last, first = days[-1], days[0]
-        params = {"code": g.concept.code}
-        out.append(
-            ctx.make(
-                category=cat,
-                qtype="imm_last_date",
-                kind="date",
-                stem=f"On what date did the patient most recently receive the {g.name} vaccine?",
-                answer=day(last),
-                gold_ids=g.refs_on(last),
-                calls=[g.call()],
-                params=params,
-            )
-        )
-        given = [f for f in g.facts if f.day is not None and f.day <= ctx.ref]
-        out.append(
-            ctx.make(
-                category=cat,
-                qtype="imm_count",
-                kind="integer",
-                stem=f"How many doses of the {g.name} vaccine had the patient received by {ctx.ref_s}?",
-                answer=str(len(given)),
-                gold_ids=[f.ref for f in given],
-                calls=[g.call()],
-                params={**params, "ref": ctx.ref_s},
-                refusal_ok=not given,
-            )
-        )
-        if len(days) >= 2:
-            out.append(
-                ctx.make(
-                    category=cat,
-                    qtype="imm_first_date",
-                    kind="date",
-                    stem=f"On what date did the patient first receive the {g.name} vaccine?",
-                    answer=day(first),
-                    gold_ids=g.refs_on(first),
-                    calls=[g.call()],
-                    params=params,
-                )
-            )
-            if len(g.refs_on(first)) == 1 and len(g.refs_on(days[1])) == 1:
-                out.append(
-                    ctx.make(
-                        category=cat,
-                        qtype="imm_days_between",
-                        kind="integer",
-                        stem=(
-                            f"How many days passed between the patient's first and second doses of the "
-                            f"{g.name} vaccine?"
-                        ),
-                        answer=str((days[1] - first).days),
-                        gold_ids=[*g.refs_on(first), *g.refs_on(days[1])],
-                        calls=[g.call()],
-                        params=params,
-                    )
-                )
-        rng = ctx.rng(f"imm_in_year|{g.concept.code}")
-        with_dose = sorted({d.year for d in days})
-        without = [y for y in range(first.year, ctx.ref.year + 1) if y not in with_dose]
-        years = rng.sample(with_dose, min(2, len(with_dose))) + rng.sample(without, min(2, len(without)))
-        for year in years[:_MAX_YEARS]:
-            start, end = dt.date(year, 1, 1), dt.date(year, 12, 31)
-            refs = [f.ref for f in g.facts if f.day is not None and f.day.year == year]
-            out.append(
-                ctx.yes_no(
-                    answer=bool(refs),
-                    category=cat,
-                    qtype="imm_in_year",
-                    stem=f"Did the patient receive a dose of the {g.name} vaccine in {year}?",
-                    gold_ids=refs,
-                    calls=[g.call(start, end).model_copy(update={"expect_absent": not refs})],
-                    params={**params, "year": year},
-                    refusal_ok=not refs,
-                )
-            )
-    out += _by_day(ctx, groups)
-    return [q for q in out if q is not None]
+        if g.dated:
+            subject = ask.about([], [g.call()], {"code": g.concept.code})
+            out += [*_doses(subject, g), *_in_years(subject, g)]
+    out += _by_day(ask, groups)
+    return kept(out)
 
 
-def _by_day(ctx: Context, groups: list[VaxGroup]) -> list[Question | None]:
+def _doses(subject: Ask, g: VaxGroup) -> list[Question | None]:
+    """Last and first dose, doses by the reference day, days between the first two doses."""
+    ctx = subject.ctx
+    days = g.days()
+    last, first = days[-1], days[0]
+    stem = f"On what date did the patient most recently receive the {g.name} vaccine?"
+    out = [subject.value("imm_last_date", "date", stem, day(last), gold_ids=g.refs_on(last))]
+    given = [f.ref for f in g.facts if f.day is not None and f.day <= ctx.ref]
+    stem = f"How many doses of the {g.name} vaccine had the patient received by {ctx.ref_s}?"
+    by_ref = subject.plus(ref=ctx.ref_s)
+    out.append(
+        by_ref.value("imm_count", "integer", stem, str(len(given)), gold_ids=given, refusal_ok=not given)
+    )
+    if len(days) < 2:
+        return out
+    stem = f"On what date did the patient first receive the {g.name} vaccine?"
+    out.append(subject.value("imm_first_date", "date", stem, day(first), gold_ids=g.refs_on(first)))
+    if len(g.refs_on(first)) == 1 and len(g.refs_on(days[1])) == 1:
+        stem = f"How many days passed between the patient's first and second doses of the {g.name} vaccine?"
+        gold = [*g.refs_on(first), *g.refs_on(days[1])]
+        out.append(
+            subject.value("imm_days_between", "integer", stem, str((days[1] - first).days), gold_ids=gold)
+        )
+    return out
+
+
+def _in_years(subject: Ask, g: VaxGroup) -> list[Question | None]:
+    """Was a dose given in year Y: years with doses and years without, up to the reference year."""
+    rng = subject.ctx.rng(f"imm_in_year|{g.concept.code}")
+    out = []
+    for year in years_to_ask(rng, g.days(), subject.ctx.ref, 2)[:_MAX_YEARS]:
+        start, end = dt.date(year, 1, 1), dt.date(year, 12, 31)
+        refs = [f.ref for f in g.facts if f.day is not None and f.day.year == year]
+        call = g.call(start, end).model_copy(update={"expect_absent": not refs})
+        stem = f"Did the patient receive a dose of the {g.name} vaccine in {year}?"
+        in_year = subject.about(refs, [call], {**subject.params, "year": year})
+        out.append(in_year.yes_no("imm_in_year", stem, bool(refs), refusal_ok=not refs))
+    return out
+
+
+def _by_day(ask: Ask, groups: list[VaxGroup]) -> list[Question | None]:
     """Which vaccine was given on a day: only when every dose in the record is dated and named."""
+    ctx = ask.ctx
     if not groups or any(not g.dated for g in groups):
         return []
     if len({f.ref for f in ctx.facts.immunizations}) != sum(len(g.facts) for g in groups):
@@ -149,27 +115,15 @@ def _by_day(ctx: Context, groups: list[VaxGroup]) -> list[Question | None]:
     if ctx.facts.tainted.get("vaccine"):
         return []
     rng = ctx.rng("imm_on_date_pick")
-    all_days = sorted({d for g in groups for d in g.days()})
     pool = [*ctx.corpus.concepts.get("vaccine", []), *distractor_concepts("vaccine")]
-    absent = ctx.absent_concepts("vaccine", pool)
-    out: list[Question | None] = []
-    for when in rng.sample(all_days, min(_MAX_DAYS, len(all_days))):
-        given = [g for g in groups if when in g.days()]
-        correct = rng.choice(given)
-        not_given = [g.name for g in groups if when not in g.days()]
-        rng.shuffle(not_given)
-        wrong = not_given[:2] + [c.name for c in rng.sample(absent, min(3, len(absent)))]
-        out.append(
-            ctx.choice(
-                rng,
-                correct=correct.name,
-                wrong=wrong,
-                category="immunization_date",
-                qtype="imm_on_date_pick",
-                stem=f"Which of these vaccines did the patient receive on {day(when)}?",
-                gold_ids=correct.refs_on(when),
-                calls=[GoldCall(resource_type="Immunization", date_from=day(when), date_to=day(when))],
-                params={"code": correct.concept.code, "day": day(when)},
-            )
-        )
-    return out
+    absent = [c.name for c in ctx.absent_concepts("vaccine", pool)]
+    return day_picks(
+        ask,
+        rng,
+        groups,
+        qtype="imm_on_date_pick",
+        absent=absent,
+        resource_type="Immunization",
+        stem=lambda when: f"Which of these vaccines did the patient receive on {when}?",
+        most=_MAX_DAYS,
+    )
