@@ -10,11 +10,28 @@ undated, and questions that need the dates of a set skip any set with an undated
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from clinicflow.evals.ehrqa.concepts import (
+    CVX,
+    LOINC,
+    RXNORM,
+    SNOMED,
+    Concept,
+    all_codes,
+    all_names,
+    coded,
+    codings,
+    concept_of,
+    core_name,
+    name_tokens,
+    norm_text,
+    parse_day,
+    person_name,
+    status_code,
+)
 from clinicflow.evals.ehrqa.records import PatientRecord
 from clinicflow.fhir.references import OUTSIDE_COMPARTMENTS, reference_key
 
@@ -38,18 +55,6 @@ __all__ = [
     "person_name",
 ]
 
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOINC = "http://loinc.org"
-CVX = "http://hl7.org/fhir/sid/cvx"
-
-_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
-_TAG = re.compile(
-    r"\s*\((disorder|finding|situation|morphologic abnormality|procedure|observable entity|qualifier value|"
-    r"event|body structure|regime/therapy|substance|person|environment|clinical drug|product)\)\s*$",
-    re.IGNORECASE,
-)
-_TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "md", "do", "phd", "rn", "np", "pa", "prof"})
 _ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 _RESOLVED_CLINICAL = frozenset({"inactive", "remission", "resolved"})
 _DOUBTFUL_VERIFICATION = frozenset(
@@ -57,102 +62,6 @@ _DOUBTFUL_VERIFICATION = frozenset(
 )
 _PRESCRIBED = frozenset({"active", "stopped", "completed"})
 _OBS_OK = frozenset({"final", "amended", "corrected", "preliminary", "registered"})
-
-
-def parse_day(value: Any) -> dt.date | None:
-    """The calendar day of a FHIR date/dateTime with at least day precision, else None."""
-    if not isinstance(value, str):
-        return None
-    match = _DAY.match(value)
-    if not match:
-        return None
-    try:
-        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return None
-
-
-def norm_text(text: str) -> str:
-    """Case-folded words joined by single spaces, punctuation dropped."""
-    return " ".join(re.findall(r"[^\W_]+", text.casefold()))
-
-
-def core_name(display: str) -> str:
-    """A display without its SNOMED semantic tag: 'Viral sinusitis (disorder)' -> 'Viral sinusitis'."""
-    return _TAG.sub("", display).strip()
-
-
-def name_tokens(name: str) -> list[str]:
-    """Letters-only lower-case tokens of a person's name without titles ('Dr. Ann12 Lee' -> ann, lee)."""
-    words = [re.sub(r"[^a-z]", "", w) for w in re.split(r"[\s.,]+", name.casefold())]
-    return [w for w in words if w and w not in _TITLES]
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One coded concept: the coding questions use, and its display (None when the source gives none)."""
-
-    system: str
-    code: str
-    display: str | None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.system, self.code)
-
-    @property
-    def name(self) -> str:
-        """The display without its semantic tag ('' when there is no display)."""
-        return core_name(self.display) if self.display else ""
-
-
-def _codings(concept: Any) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, Mapping):
-        return []
-    return [c for c in concept.get("coding") or [] if isinstance(c, Mapping) and c.get("code")]
-
-
-def _concept(concept: Any, preferred: Sequence[str]) -> Concept | None:
-    codings = _codings(concept)
-    if not codings:
-        return None
-    chosen = next((c for system in preferred for c in codings if c.get("system") == system), codings[0])
-    display = chosen.get("display") or (concept.get("text") if isinstance(concept, Mapping) else None)
-    display = str(display).strip() if display else None
-    return Concept(str(chosen.get("system") or ""), str(chosen["code"]), display or None)
-
-
-def _all_codes(concept: Any) -> set[str]:
-    return {str(c["code"]) for c in _codings(concept)}
-
-
-def _all_names(concept: Any) -> set[str]:
-    names = {norm_text(core_name(str(c["display"]))) for c in _codings(concept) if c.get("display")}
-    if isinstance(concept, Mapping) and concept.get("text"):
-        names.add(norm_text(core_name(str(concept["text"]))))
-    return {n for n in names if n}
-
-
-def _status_code(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    codes = _codings(value)
-    return str(codes[0]["code"]) if codes else None
-
-
-def person_name(resource: Mapping[str, Any] | None) -> str | None:
-    """'Dr. Given Family' of a Practitioner (official name first), or None."""
-    if not isinstance(resource, Mapping):
-        return None
-    names = [n for n in resource.get("name") or [] if isinstance(n, Mapping)]
-    if not names:
-        return None
-    chosen = next((n for n in names if n.get("use") == "official"), names[0])
-    if chosen.get("text"):
-        return str(chosen["text"])
-    parts = [*(chosen.get("prefix") or []), *(chosen.get("given") or []), chosen.get("family") or ""]
-    text = " ".join(str(p) for p in parts if p).strip()
-    return text or None
 
 
 @dataclass(frozen=True)
@@ -273,11 +182,11 @@ class _Collector:
         self.days: list[dt.date] = []
 
     def note(self, family: str, concept: Any) -> None:
-        self.facts.codes.setdefault(family, set()).update(_all_codes(concept))
-        self.facts.names.setdefault(family, set()).update(_all_names(concept))
+        self.facts.codes.setdefault(family, set()).update(all_codes(concept))
+        self.facts.names.setdefault(family, set()).update(all_names(concept))
 
     def taint(self, family: str, concept: Any) -> None:
-        self.facts.tainted.setdefault(family, set()).update(_all_codes(concept))
+        self.facts.tainted.setdefault(family, set()).update(all_codes(concept))
 
     def day(self, value: dt.date | None) -> dt.date | None:
         if value is not None:
@@ -287,8 +196,8 @@ class _Collector:
     def condition(self, r: Mapping[str, Any]) -> None:
         code = r.get("code")
         self.note("condition", code)
-        verification = _status_code(r.get("verificationStatus"))
-        clinical = _status_code(r.get("clinicalStatus"))
+        verification = status_code(r.get("verificationStatus"))
+        clinical = status_code(r.get("clinicalStatus"))
         if verification in _DOUBTFUL_VERIFICATION or (
             clinical is not None and clinical not in _ACTIVE_CLINICAL | _RESOLVED_CLINICAL
         ):
@@ -300,10 +209,8 @@ class _Collector:
         )
         self.facts.conditions.append(
             ConditionFact(
-                ref=_ref(r),
-                concept=_concept(code, (SNOMED,)),
-                codes=frozenset(_all_codes(code)),
-                names=frozenset(_all_names(code)),
+                _ref(r),
+                *coded(code, (SNOMED,)),
                 onset=self.day(onset),
                 abated=abated,
                 clinical=clinical,
@@ -326,7 +233,7 @@ class _Collector:
         primary = [
             p
             for p in participants
-            if any(c.get("code") == "PPRF" for t in p.get("type") or [] for c in _codings(t))
+            if any(c.get("code") == "PPRF" for t in p.get("type") or [] for c in codings(t))
         ]
         for participant in primary or participants:
             key = reference_key(participant.get("individual"))
@@ -361,15 +268,13 @@ class _Collector:
             if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str)
         )
         reason_concepts = tuple(
-            c for c in (_concept(x, (SNOMED,)) for x in r.get("reasonCode") or []) if c is not None
+            c for c in (concept_of(x, (SNOMED,)) for x in r.get("reasonCode") or []) if c is not None
         )
         encounter = (r.get("encounter") or {}).get("reference")
         self.facts.medications.append(
             MedicationFact(
-                ref=_ref(r),
-                concept=_concept(concept_json, (RXNORM,)),
-                codes=frozenset(_all_codes(concept_json)),
-                names=frozenset(_all_names(concept_json)),
+                _ref(r),
+                *coded(concept_json, (RXNORM,)),
                 by_reference=by_reference,
                 status=status,
                 authored=self.day(parse_day(r.get("authoredOn"))),
@@ -395,10 +300,8 @@ class _Collector:
             return
         self.facts.immunizations.append(
             ImmunizationFact(
-                ref=_ref(r),
-                concept=_concept(code, (CVX,)),
-                codes=frozenset(_all_codes(code)),
-                names=frozenset(_all_names(code)),
+                _ref(r),
+                *coded(code, (CVX,)),
                 day=self.day(parse_day(r.get("occurrenceDateTime"))),
             )
         )
@@ -415,7 +318,7 @@ class _Collector:
                 if isinstance(comp, Mapping):
                     self.taint("observation", comp.get("code"))
             return
-        own = _concept(code, (LOINC,))
+        own = concept_of(code, (LOINC,))
         if own is None:
             return
         effective = r.get("effectiveDateTime") or (r.get("effectivePeriod") or {}).get("start")
@@ -425,7 +328,7 @@ class _Collector:
             self._value(ref, own, own.code, r, day, from_component=False)
         elif r.get("dataAbsentReason") is None:
             for comp in r.get("component") or []:
-                concept = _concept(comp.get("code"), (LOINC,)) if isinstance(comp, Mapping) else None
+                concept = concept_of(comp.get("code"), (LOINC,)) if isinstance(comp, Mapping) else None
                 if concept is not None and isinstance(comp, Mapping):
                     self._value(ref, concept, own.code, comp, day, from_component=True)
 
@@ -440,7 +343,7 @@ class _Collector:
         from_component: bool,
     ) -> None:
         number = _number(element.get("valueQuantity"))
-        coded = _concept(element.get("valueCodeableConcept"), (SNOMED, LOINC))
+        coded = concept_of(element.get("valueCodeableConcept"), (SNOMED, LOINC))
         if number is None and coded is None:
             self.facts.tainted.setdefault("observation", set()).add(concept.code)
             return
