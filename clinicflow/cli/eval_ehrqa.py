@@ -12,6 +12,7 @@ import hashlib
 import json
 import signal
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -150,117 +151,100 @@ async def _records(data: Path | None, client: FhirClient, patients: int | None) 
     return await records_from_server(client, max_patients=patients)
 
 
-async def _main(
-    *,
-    data: Path | None,
-    fhir_url: str | None,
-    mode: EvalMode,
-    model: str | None,
-    model_url: str | None,
-    patients: int | None,
-    out: Path,
-    check_retrieval: bool,
-    seed: int,
-    limit: int | None,
-    per_patient: int,
-    split: SplitChoice,
-    reference_date: date | None,
-    context_tokens: int,
-    concurrency: int,
-    export: bool,
-    max_steps: int | None,
-) -> int:
+@dataclass(frozen=True)
+class _Run:
+    """The command's options, as the run steps read them."""
+
+    data: Path | None
+    fhir_url: str | None
+    mode: EvalMode
+    model: str | None
+    model_url: str | None
+    patients: int | None
+    out: Path
+    check_retrieval: bool
+    seed: int
+    limit: int | None
+    per_patient: int
+    split: SplitChoice
+    reference_date: date | None
+    context_tokens: int
+    concurrency: int
+    export: bool
+    max_steps: int | None
+
+
+async def _main(run: _Run) -> int:
     from clinicflow.evals.ehrqa.retrieval import check_retrieval as run_check
     from clinicflow.tools.fhir_tools import make_fhir_tools
 
     settings = Settings()  # type: ignore[call-arg]
-    if data is not None and not data.exists():
-        raise _Fail(f"No such file or folder: {data}")
-    out.mkdir(parents=True, exist_ok=True)
+    if run.data is not None and not run.data.exists():
+        raise _Fail(f"No such file or folder: {run.data}")
+    run.out.mkdir(parents=True, exist_ok=True)
     async with (
-        _fhir_url(data, fhir_url, settings, out, echo=True) as url,
+        _fhir_url(run.data, run.fhir_url, settings, run.out, echo=True) as url,
         FhirClient(
             url, token=settings.fhir_token, timeout=settings.fhir_timeout_s, retries=settings.fhir_retries
         ) as client,
     ):
         try:
-            records = await _records(data, client, patients)
+            records = await _records(run.data, client, run.patients)
         except RecordsError as exc:
             raise _Fail(str(exc)) from None
-        notes: list[str] = []
-        questions = generate_questions(
-            records,
-            seed=seed,
-            per_patient=per_patient,
-            reference_date=reference_date,
-            token_budget=settings.evidence_token_budget,
-            notes=notes,
-        )
-        selected = _select(questions, split, limit)
-        for note in notes:
-            typer.echo(f"note: {note}", err=True)
-        typer.echo(
-            f"{len(questions)} questions generated for {len(records)} patients; {len(selected)} selected.",
-            err=True,
-        )
+        questions, selected = _questions(run, records, settings)
         tools = make_fhir_tools(
             client,
             token_budget=settings.evidence_token_budget,
             manifest_budget=settings.manifest_token_budget,
         )
-        if check_retrieval:
-            path = write_questions(selected, out / "questions.jsonl")
+        if run.check_retrieval:
+            path = write_questions(selected, run.out / "questions.jsonl")
             typer.echo(f"Questions and answer keys: {path}", err=True)
             report = await run_check(selected, tools, on_miss=lambda m: typer.echo(str(m)))
             typer.echo(report.summary())
             return 1 if report.misses else 0
-        return await _evaluate(
-            selected,
-            questions_digest(questions),
-            records,
-            tools,
-            settings=settings,
-            mode=mode,
-            model=model,
-            model_url=model_url,
-            out=out,
-            seed=seed,
-            per_patient=per_patient,
-            context_tokens=context_tokens,
-            concurrency=concurrency,
-            export=export,
-            max_steps=max_steps or settings.max_steps,
-        )
+        return await _evaluate(run, selected, questions_digest(questions), records, tools, settings)
 
 
-async def _evaluate(
+def _questions(run: _Run, records: RecordSet, settings: Settings) -> tuple[list[Question], list[Question]]:
+    """Every generated question and those selected to run, with the generator's notes printed."""
+    notes: list[str] = []
+    questions = generate_questions(
+        records,
+        seed=run.seed,
+        per_patient=run.per_patient,
+        reference_date=run.reference_date,
+        token_budget=settings.evidence_token_budget,
+        notes=notes,
+    )
+    selected = _select(questions, run.split, run.limit)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(
+        f"{len(questions)} questions generated for {len(records)} patients; {len(selected)} selected.",
+        err=True,
+    )
+    return questions, selected
+
+
+def _answerers(
+    run: _Run,
+    chat_model: Any,
     questions: list[Question],
-    digest: str,
     records: RecordSet,
     tools: list[Any],
-    *,
-    settings: Settings,
-    mode: EvalMode,
-    model: str | None,
-    model_url: str | None,
-    out: Path,
-    seed: int,
-    per_patient: int,
-    context_tokens: int,
-    concurrency: int,
-    export: bool,
     max_steps: int,
-) -> int:
+) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """The answer function of each mode run, and the full-context mode's record-fit figures."""
     from clinicflow.evals.ehrqa.agentic import AgenticRunner
     from clinicflow.evals.ehrqa.fullcontext import FullContextRunner
-    from clinicflow.evals.ehrqa.runner import Mode, RunConfigMismatchError, run_ehrqa
 
-    chat_model = _load_model(settings, model, model_url)
-    answerers: dict[Mode, Any] = {}
+    answerers: dict[Any, Any] = {}
     context: dict[str, Any] = {}
-    if mode in (EvalMode.full, EvalMode.both):
+    if run.mode in (EvalMode.full, EvalMode.both):
         full = FullContextRunner(
-            chat_model, {r.patient_id: r for r in records}, context_tokens=context_tokens
+            chat_model, {r.patient_id: r for r in records}, context_tokens=run.context_tokens
         )
         answerers["full"] = full.answer
         patients = sorted({q.patient_id for q in questions})
@@ -268,45 +252,67 @@ async def _evaluate(
         context = {
             "records": len(texts),
             "did_not_fit": sum(not t.fits for t in texts),
-            "context_tokens": context_tokens,
+            "context_tokens": run.context_tokens,
             "lines_dropped": sum(t.lines_total - t.lines_kept for t in texts),
         }
-    if mode in (EvalMode.agentic, EvalMode.both):
+    if run.mode in (EvalMode.agentic, EvalMode.both):
         answerers["agentic"] = AgenticRunner(chat_model, tools, max_steps=max_steps).answer
+    return answerers, context
+
+
+def _progress(line: dict[str, Any]) -> None:
+    mark = "ok " if line["correct"] else "err"
+    typer.echo(
+        f"{mark} [{line['mode']}] {line['question_id']} {line['category']}: {str(line['answer'])[:80]!r}",
+        err=True,
+    )
+
+
+async def _evaluate(
+    run: _Run,
+    questions: list[Question],
+    digest: str,
+    records: RecordSet,
+    tools: list[Any],
+    settings: Settings,
+) -> int:
+    from clinicflow.evals.ehrqa.runner import RunConfigMismatchError, run_ehrqa
+
+    max_steps = run.max_steps or settings.max_steps
+    chat_model = _load_model(settings, run.model, run.model_url)
+    answerers, context = _answerers(run, chat_model, questions, records, tools, max_steps)
     run_info = {
         "questions_sha256": digest,
-        "model": model_url
-        or model
+        "model": run.model_url
+        or run.model
         or settings.model_url
         or settings.model
         or f"default ({TUNED_MODEL_NAME})",
-        "seed": seed,
-        "per_patient": per_patient,
-        "context_tokens": context_tokens,
+        "seed": run.seed,
+        "per_patient": run.per_patient,
+        "context_tokens": run.context_tokens,
         "max_steps": max_steps,
     }
-
-    def progress(line: dict[str, Any]) -> None:
-        mark = "ok " if line["correct"] else "err"
-        typer.echo(
-            f"{mark} [{line['mode']}] {line['question_id']} {line['category']}: {str(line['answer'])[:80]!r}",
-            err=True,
-        )
-
     try:
         summary = await run_ehrqa(
             questions,
-            out,
+            run.out,
             answerers,
             run_info=run_info,
-            concurrency=concurrency,
+            concurrency=run.concurrency,
             context=context,
-            on_result=progress,
+            on_result=_progress,
         )
     except RunConfigMismatchError as exc:
         raise _Fail(str(exc)) from None
-    if export:
+    if run.export:
         await _export(questions, summary.out_dir, tools)
+    _print_summary(summary)
+    return 1 if summary.failures else 0
+
+
+def _print_summary(summary: Any) -> None:
+    """Failures, each mode's accuracy, the token ratio and where the report is."""
     for f in summary.failures:
         typer.echo(f"FAILED {f['question_id']} [{f['mode']}]: {f['error']}", err=True)
     report = summary.report
@@ -322,7 +328,6 @@ async def _evaluate(
     if ratio and ratio.get("agentic_over_full") is not None:
         typer.echo(f"token ratio agentic/full-context: {ratio['agentic_over_full']:.3f}")
     typer.echo(f"Report: {summary.paths['markdown']}")
-    return 1 if summary.failures else 0
 
 
 async def _export(questions: list[Question], out: Path, tools: list[Any]) -> None:
@@ -418,29 +423,10 @@ def ehrqa(
     With --check-retrieval no model is used: every question's gold tool call must return its gold
     resources; misses are listed, the hit rate is printed last, and any miss exits with code 1.
     """
+    options = {**locals(), "reference_date": _parse_date(reference_date)}  # every option, by name
     previous = _on_sigterm_interrupt()
     try:
-        code = asyncio.run(
-            _main(
-                data=data,
-                fhir_url=fhir_url,
-                mode=mode,
-                model=model,
-                model_url=model_url,
-                patients=patients,
-                out=out,
-                check_retrieval=check_retrieval,
-                seed=seed,
-                limit=limit,
-                per_patient=per_patient,
-                split=split,
-                reference_date=_parse_date(reference_date),
-                context_tokens=context_tokens,
-                concurrency=concurrency,
-                export=export,
-                max_steps=max_steps,
-            )
-        )
+        code = asyncio.run(_main(_Run(**options)))
     except _Fail as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(exc.code) from None
