@@ -122,8 +122,27 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None = None) -> str:
     """The report as Markdown."""
+    lines = [*_overview(report), *_notes(report), *_per_category(report), *_per_qtype(report)]
+    if report.get("failures"):
+        lines += ["", f"## Failures ({len(report['failures'])}, retried on the next run)", ""]
+        lines += [f"- {f['question_id']} [{f['mode']}]: {f['error']}" for f in report["failures"][:50]]
+    lines += [
+        "",
+        "## Published (MedGemma technical report, full context)",
+        "",
+        "| model | accuracy (%) |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {value} |" for name, value in report["published"].items()]
+    for title, name in (plots or {}).items():
+        lines += ["", f"![{title}]({name})"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _overview(report: Mapping[str, Any]) -> list[str]:
+    """The question set, the run, and one table row per mode."""
     q = report["questions"]
-    modes: dict[str, Any] = report["modes"]
     run = report["run"]
     lines = [
         "# EHRQA report",
@@ -141,7 +160,7 @@ def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None =
         "| tool calls | latency (s) | evidence recall |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, m in modes.items():
+    for mode, m in report["modes"].items():
         lines.append(
             f"| {_MODE_TITLES.get(mode, mode)} | {_pct(m['mean_category_accuracy'])}% | "
             f"{_pct(m['overall_accuracy'])}% | {m['n']} | {_num(m['tokens_mean'])}"
@@ -149,6 +168,12 @@ def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None =
             f"{_num(m['tool_calls_mean'], 1)} | {_num(m['latency_s_mean'], 2)} | "
             f"{_pct(m['evidence_recall_mean'])}{'%' if m['evidence_recall_mean'] is not None else ''} |"
         )
+    return lines
+
+
+def _notes(report: Mapping[str, Any]) -> list[str]:
+    """The token ratio between modes, and how many records did not fit the full context."""
+    lines: list[str] = []
     ratio = report.get("token_ratio")
     if ratio:
         lines += [
@@ -165,44 +190,42 @@ def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None =
             f"Full context: {ctx.get('did_not_fit', 0)} of {ctx.get('records', 0)} records did not fit in "
             f"{ctx.get('context_tokens', '—')} tokens (their oldest lines were cut).",
         ]
-    lines += ["", "## Accuracy per category (%)", ""]
+    return lines
+
+
+def _cells(modes: Mapping[str, Any], table: str, key: str) -> str:
+    """One row's accuracy cells, a mode each: 'accuracy (n)', or '—' where the mode has none."""
+    cells = []
+    for m in modes.values():
+        entry = m[table].get(key)
+        cells.append(f"{_pct(entry['accuracy'])} ({entry['n']})" if entry else "—")
+    return " | ".join(cells)
+
+
+def _per_category(report: Mapping[str, Any]) -> list[str]:
+    q = report["questions"]
+    modes: dict[str, Any] = report["modes"]
+    lines = ["", "## Accuracy per category (%)", ""]
     header = "| category | questions | " + " | ".join(_MODE_TITLES.get(m, m) for m in modes) + " |"
     lines += [header, "|---|---|" + "---|" * len(modes)]
     for c in CATEGORIES:
-        if c not in q["by_category"]:
-            continue
-        cells = []
-        for m in modes.values():
-            entry = m["categories"].get(c)
-            cells.append(f"{_pct(entry['accuracy'])} ({entry['n']})" if entry else "—")
-        lines.append(f"| {CATEGORY_TITLES[c]} | {q['by_category'][c]} | " + " | ".join(cells) + " |")
-    lines += ["", "## Accuracy per question type (%)", ""]
+        if c in q["by_category"]:
+            lines.append(
+                f"| {CATEGORY_TITLES[c]} | {q['by_category'][c]} | " + _cells(modes, "categories", c) + " |"
+            )
+    return lines
+
+
+def _per_qtype(report: Mapping[str, Any]) -> list[str]:
+    modes: dict[str, Any] = report["modes"]
+    lines = ["", "## Accuracy per question type (%)", ""]
     qtypes = sorted({t for m in modes.values() for t in m["per_qtype"]})
     lines += [
         "| type | " + " | ".join(_MODE_TITLES.get(m, m) for m in modes) + " |",
         "|---|" + "---|" * len(modes),
     ]
-    for t in qtypes:
-        cells = []
-        for m in modes.values():
-            entry = m["per_qtype"].get(t)
-            cells.append(f"{_pct(entry['accuracy'])} ({entry['n']})" if entry else "—")
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    if report.get("failures"):
-        lines += ["", f"## Failures ({len(report['failures'])}, retried on the next run)", ""]
-        lines += [f"- {f['question_id']} [{f['mode']}]: {f['error']}" for f in report["failures"][:50]]
-    lines += [
-        "",
-        "## Published (MedGemma technical report, full context)",
-        "",
-        "| model | accuracy (%) |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {value} |" for name, value in report["published"].items()]
-    for title, name in (plots or {}).items():
-        lines += ["", f"![{title}]({name})"]
-    lines.append("")
-    return "\n".join(lines)
+    lines += [f"| {t} | " + _cells(modes, "per_qtype", t) + " |" for t in qtypes]
+    return lines
 
 
 def _plots(report: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
