@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ from clinicflow.evals.ehrqa.categories.base import Context, day
 from clinicflow.evals.ehrqa.facts import Concept
 from clinicflow.evals.ehrqa.questions import AnswerKind, Category, GoldCall, Question
 
-__all__ = ["Ask", "DatedGroup", "day_picks", "kept", "years_to_ask"]
+__all__ = ["Ask", "DatedGroup", "DayPick", "day_picks", "kept", "years_to_ask"]
 
 
 def kept(questions: Iterable[Question | None]) -> list[Question]:
@@ -88,28 +88,32 @@ class DatedGroup(Protocol):
     def refs_on(self, when: dt.date) -> list[str]: ...
 
 
+@dataclass(frozen=True)
+class DayPick:
+    """A "which of these was given on day D" question type: its type (which also seeds its choices), the
+    resource searched by day, its wording ("{day}" marks the day) and how many days of a record it asks."""
+
+    qtype: str
+    resource_type: str
+    stem: str
+    most: int
+
+
 def day_picks(
-    ask: Ask,
-    rng: random.Random,
-    groups: Sequence[DatedGroup],
-    *,
-    qtype: str,
-    absent: Sequence[str],
-    resource_type: str,
-    stem: Callable[[str], str],
-    most: int,
+    ask: Ask, pick: DayPick, groups: Sequence[DatedGroup], absent: Sequence[str]
 ) -> list[Question | None]:
-    """Which of these was given on day D (multiple choice), for up to `most` days of the record; wrong
-    options are two groups not given that day and up to three names the record lacks."""
+    """Multiple-choice questions on days of the record; wrong options are two groups not given that day
+    and up to three names the record lacks."""
+    rng = ask.ctx.rng(pick.qtype)
     all_days = sorted({d for g in groups for d in g.days()})
     out: list[Question | None] = []
-    for when in rng.sample(all_days, min(most, len(all_days))):
+    for when in rng.sample(all_days, min(pick.most, len(all_days))):
         correct = rng.choice([g for g in groups if when in g.days()])
         not_given = [g.name for g in groups if when not in g.days()]
         rng.shuffle(not_given)
         wrong = not_given[:2] + rng.sample(list(absent), min(3, len(absent)))
-        call = GoldCall(resource_type=resource_type, date_from=day(when), date_to=day(when))
+        call = GoldCall(resource_type=pick.resource_type, date_from=day(when), date_to=day(when))
         params = {"code": correct.concept.code, "day": day(when)}
         subject = ask.about(correct.refs_on(when), [call], params)
-        out.append(subject.choice(rng, qtype, stem(day(when)), correct.name, wrong))
+        out.append(subject.choice(rng, pick.qtype, pick.stem.format(day=day(when)), correct.name, wrong))
     return out

@@ -4,7 +4,9 @@ drug was first prescribed, on the day a vaccine was given, or on the day another
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Sequence
+from typing import TypeVar
 
 from clinicflow.evals.ehrqa.categories.ask import Ask, kept
 from clinicflow.evals.ehrqa.categories.base import Context, fmt_number, tolerance_of
@@ -12,11 +14,13 @@ from clinicflow.evals.ehrqa.categories.conditions import condition_groups
 from clinicflow.evals.ehrqa.categories.immunizations import vaccine_groups
 from clinicflow.evals.ehrqa.categories.medication_groups import medication_groups
 from clinicflow.evals.ehrqa.categories.series import Series, measurement_series, number_question
+from clinicflow.evals.ehrqa.facts import Measurement
 from clinicflow.evals.ehrqa.questions import Question
 
 __all__ = ["observation_dependent"]
 
 _MAX_DEPENDENT = 25
+T = TypeVar("T")
 
 
 def observation_dependent(ctx: Context) -> list[Question]:
@@ -33,19 +37,21 @@ def observation_dependent(ctx: Context) -> list[Question]:
     )
 
 
+def _values_on(
+    rng: random.Random, events: Sequence[tuple[T, dt.date]], numeric: Sequence[Series]
+) -> list[tuple[T, Series, Measurement]]:
+    """Up to `_MAX_DEPENDENT` (event, series, value) triples, shuffled: each series' single value on
+    the day of each event."""
+    found = [(event, s, m) for event, when in events for s in numeric if (m := s.single(when)) is not None]
+    rng.shuffle(found)
+    return found[:_MAX_DEPENDENT]
+
+
 def _at_condition(ask: Ask, numeric: Sequence[Series]) -> list[Question | None]:
     """The value on the day a condition was first recorded, and whether it was above a threshold."""
     rng = ask.ctx.rng("dep_at_condition")
-    found = [
-        (g, s, m)
-        for g in condition_groups(ask.ctx)
-        if g.dated
-        for s in numeric
-        if (m := s.single(g.first)) is not None
-    ]
-    rng.shuffle(found)
     out = []
-    for g, s, m in found[:_MAX_DEPENDENT]:
+    for g, s, m in _values_on(rng, [(g, g.first) for g in condition_groups(ask.ctx) if g.dated], numeric):
         gold = [*g.first_refs, *s.refs_on(g.first)]
         subject = ask.about(
             gold, [g.call(), s.call(g.first, g.first)], {"condition": g.concept.code, "code": s.concept.code}
@@ -100,16 +106,8 @@ def _before_medication(ask: Ask, numeric: Sequence[Series]) -> list[Question | N
 def _at_vaccine(ask: Ask, numeric: Sequence[Series]) -> list[Question | None]:
     """The value on the day a vaccine was first given."""
     rng = ask.ctx.rng("dep_at_vaccine")
-    found = [
-        (v, s, m)
-        for v in vaccine_groups(ask.ctx)
-        if v.dated
-        for s in numeric
-        if (m := s.single(v.days()[0])) is not None
-    ]
-    rng.shuffle(found)
     out = []
-    for v, s, m in found[:_MAX_DEPENDENT]:
+    for v, s, m in _values_on(rng, [(v, v.days()[0]) for v in vaccine_groups(ask.ctx) if v.dated], numeric):
         first = v.days()[0]
         gold = [*v.refs_on(first), *s.refs_on(first)]
         subject = ask.about(

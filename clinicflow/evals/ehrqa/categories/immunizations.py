@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from clinicflow.evals.ehrqa.categories.ask import Ask, day_picks, kept, years_to_ask
+from clinicflow.evals.ehrqa.categories.ask import Ask, DayPick, day_picks, kept, years_to_ask
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
 from clinicflow.evals.ehrqa.facts import Concept, ImmunizationFact
 from clinicflow.evals.ehrqa.questions import GoldCall, Question
@@ -14,7 +14,9 @@ from clinicflow.evals.ehrqa.terminology import distractor_concepts
 __all__ = ["VaxGroup", "immunization_date", "vaccine_groups"]
 
 _MAX_YEARS = 4
-_MAX_DAYS = 8
+_BY_DAY = DayPick(
+    "imm_on_date_pick", "Immunization", "Which of these vaccines did the patient receive on {day}?", most=8
+)
 
 
 @dataclass
@@ -114,16 +116,5 @@ def _by_day(ask: Ask, groups: list[VaxGroup]) -> list[Question | None]:
         return []
     if ctx.facts.tainted.get("vaccine"):
         return []
-    rng = ctx.rng("imm_on_date_pick")
     pool = [*ctx.corpus.concepts.get("vaccine", []), *distractor_concepts("vaccine")]
-    absent = [c.name for c in ctx.absent_concepts("vaccine", pool)]
-    return day_picks(
-        ask,
-        rng,
-        groups,
-        qtype="imm_on_date_pick",
-        absent=absent,
-        resource_type="Immunization",
-        stem=lambda when: f"Which of these vaccines did the patient receive on {when}?",
-        most=_MAX_DAYS,
-    )
+    return day_picks(ask, _BY_DAY, groups, [c.name for c in ctx.absent_concepts("vaccine", pool)])

@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from clinicflow.evals.ehrqa.categories.ask import Ask, day_picks, kept, years_to_ask
+from clinicflow.evals.ehrqa.categories.ask import Ask, DayPick, day_picks, kept, years_to_ask
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
 from clinicflow.evals.ehrqa.categories.medication_groups import (
     MedGroup,
@@ -39,7 +39,12 @@ __all__ = [
 
 _STATUSES = ["active", "stopped", "completed", "on-hold"]
 _MAX_PAIRS = 30
-_MAX_DAYS = 8
+_BY_DAY = DayPick(
+    "rx_on_date_pick",
+    "MedicationRequest",
+    "Which of these medications was prescribed to the patient on {day}?",
+    most=8,
+)
 _NOTE = "(a prescription is current when its status is active)"
 
 
@@ -208,17 +213,7 @@ def medication_prescription_date(ctx: Context) -> list[Question]:
         out += _rx_dates(ask, g)
     out += _days_between(ask, dated)
     if groups and all_usable(ctx, groups):
-        absent = [str(c.display) for c in absent_medications(ctx)]
-        out += day_picks(
-            ask,
-            ctx.rng("rx_on_date_pick"),
-            groups,
-            qtype="rx_on_date_pick",
-            absent=absent,
-            resource_type="MedicationRequest",
-            stem=lambda when: f"Which of these medications was prescribed to the patient on {when}?",
-            most=_MAX_DAYS,
-        )
+        out += day_picks(ask, _BY_DAY, groups, [str(c.display) for c in absent_medications(ctx)])
     return kept(out)
 
 
