@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from clinicflow.evals.ehrqa.categories.ask import Ask, kept
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
+from clinicflow.evals.ehrqa.categories.groups import FactGroup
 from clinicflow.evals.ehrqa.facts import SNOMED, Concept, ConditionFact, norm_text
 from clinicflow.evals.ehrqa.questions import GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
@@ -26,32 +27,19 @@ _RESOLVED = frozenset({"inactive", "remission", "resolved"})
 _MAX_PAIRS = 40
 
 
-@dataclass
-class CondGroup:
-    """All usable Condition entries with one code."""
+class CondGroup(FactGroup[ConditionFact]):
+    """All usable Condition entries with one code, each on its onset day."""
 
-    concept: Concept
-    facts: list[ConditionFact]
-
-    @property
-    def name(self) -> str:
-        return self.concept.name
-
-    @property
-    def refs(self) -> list[str]:
-        return [f.ref for f in self.facts]
-
-    @property
-    def dated(self) -> bool:
-        return all(f.onset is not None for f in self.facts)
+    def day_of(self, fact: ConditionFact) -> dt.date | None:
+        return fact.onset
 
     @property
     def first(self) -> dt.date:
-        return min(f.onset for f in self.facts if f.onset is not None)
+        return self.days()[0]
 
     @property
     def first_refs(self) -> list[str]:
-        return [f.ref for f in self.facts if f.onset == self.first]
+        return self.refs_on(self.first)
 
     def call(self) -> GoldCall:
         return GoldCall(resource_type="Condition", code=search_code(self.concept))

@@ -125,7 +125,7 @@ def _at_peak(ask: Ask, numeric: Sequence[Series]) -> list[Question | None]:
     found = []
     for b in numeric:
         for year in sorted({d.year for d in b.days()}):
-            in_year = [m for m in b.items if m.day is not None and m.day.year == year and m.value is not None]
+            in_year = [m for m in b.facts if m.day is not None and m.day.year == year and m.value is not None]
             if len(in_year) < 2:
                 continue
             top = max(m.value or 0.0 for m in in_year)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from clinicflow.evals.ehrqa.categories.ask import Ask, DayPick, day_picks, kept, years_to_ask
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
-from clinicflow.evals.ehrqa.facts import Concept, ImmunizationFact
+from clinicflow.evals.ehrqa.categories.groups import FactGroup, dated_call
+from clinicflow.evals.ehrqa.facts import ImmunizationFact
 from clinicflow.evals.ehrqa.questions import GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
 
@@ -19,34 +19,14 @@ _BY_DAY = DayPick(
 )
 
 
-@dataclass
-class VaxGroup:
-    """All completed doses of one vaccine code."""
+class VaxGroup(FactGroup[ImmunizationFact]):
+    """All completed doses of one vaccine code, each on the day given."""
 
-    concept: Concept
-    facts: list[ImmunizationFact]
-
-    @property
-    def name(self) -> str:
-        return self.concept.name
-
-    @property
-    def dated(self) -> bool:
-        return all(f.day is not None for f in self.facts)
-
-    def days(self) -> list[dt.date]:
-        return sorted({f.day for f in self.facts if f.day is not None})
-
-    def refs_on(self, when: dt.date) -> list[str]:
-        return [f.ref for f in self.facts if f.day == when]
+    def day_of(self, fact: ImmunizationFact) -> dt.date | None:
+        return fact.day
 
     def call(self, start: dt.date | None = None, end: dt.date | None = None) -> GoldCall:
-        return GoldCall(
-            resource_type="Immunization",
-            code=search_code(self.concept),
-            date_from=day(start) if start else None,
-            date_to=day(end) if end else None,
-        )
+        return dated_call("Immunization", search_code(self.concept), start, end)
 
 
 def vaccine_groups(ctx: Context) -> list[VaxGroup]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
+from clinicflow.evals.ehrqa.categories.groups import FactGroup
 from clinicflow.evals.ehrqa.facts import Concept, MedicationFact
 from clinicflow.evals.ehrqa.questions import GoldCall
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
@@ -18,29 +18,15 @@ from clinicflow.evals.ehrqa.terminology import distractor_concepts
 __all__ = ["MedGroup", "absent_call", "absent_medications", "all_usable", "medication_groups", "newest"]
 
 
-@dataclass
-class MedGroup:
-    """All usable prescriptions of one medication code."""
+class MedGroup(FactGroup[MedicationFact]):
+    """All usable prescriptions of one medication code, each on the day authored."""
 
-    concept: Concept
-    facts: list[MedicationFact]
+    def day_of(self, fact: MedicationFact) -> dt.date | None:
+        return fact.authored
 
     @property
     def name(self) -> str:
         return self.concept.display or ""
-
-    @property
-    def dated(self) -> bool:
-        return all(f.authored is not None for f in self.facts)
-
-    def days(self) -> list[dt.date]:
-        return sorted({f.authored for f in self.facts if f.authored is not None})
-
-    def on(self, when: dt.date) -> list[MedicationFact]:
-        return [f for f in self.facts if f.authored == when]
-
-    def refs_on(self, when: dt.date) -> list[str]:
-        return [f.ref for f in self.on(when)]
 
     def single(self, when: dt.date) -> MedicationFact | None:
         """The prescription of that day when the day has exactly one."""

@@ -64,7 +64,7 @@ def _on_day(series: Ask, s: Series, when: dt.date, rng: random.Random) -> list[Q
     wrong = sorted(
         {
             s.with_unit(x)
-            for x in s.items
+            for x in s.facts
             if abs((x.value or 0) - (m.value or 0)) > 2 * tolerance_of(s.shown(m))
         }
     )
@@ -98,7 +98,7 @@ def _extreme(series: Ask, s: Series, rng: random.Random) -> Question | None:
         return None
     year = rng.choice(years)
     highest = rng.random() < 0.5
-    in_year = [m for m in s.items if m.day is not None and m.day.year == year and m.value is not None]
+    in_year = [m for m in s.facts if m.day is not None and m.day.year == year and m.value is not None]
     pick = max if highest else min
     best = pick(in_year, key=lambda m: m.value or 0.0)
     refs = [m.ref for m in in_year if s.shown(m) == s.shown(best)]
@@ -138,7 +138,7 @@ def _coded(
         norm_text(c.name): c.name
         for c in [
             *series.ctx.corpus.coded_values.get(s.concept.code, []),
-            *(m.coded for m in s.items if m.coded),
+            *(m.coded for m in s.facts if m.coded),
         ]
         if c.display
     }

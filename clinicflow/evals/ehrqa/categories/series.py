@@ -9,7 +9,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from clinicflow.evals.ehrqa.categories.ask import Ask
-from clinicflow.evals.ehrqa.categories.base import Context, day, fmt_number, search_code, tolerance_of
+from clinicflow.evals.ehrqa.categories.base import Context, fmt_number, search_code, tolerance_of
+from clinicflow.evals.ehrqa.categories.groups import FactGroup, dated_call
 from clinicflow.evals.ehrqa.facts import Concept, Measurement, norm_text
 from clinicflow.evals.ehrqa.questions import GoldCall, Question
 
@@ -17,34 +18,22 @@ __all__ = ["Series", "measurement_series", "number_question"]
 
 
 @dataclass
-class Series:
-    """All measurements of one observation code, numeric (one unit) or coded."""
+class Series(FactGroup[Measurement]):
+    """All measurements of one observation code, numeric (one unit) or coded; `code` is the code a
+    search finds them by."""
 
-    concept: Concept
-    items: list[Measurement]
     code: str
 
-    @property
-    def name(self) -> str:
-        return self.concept.name
+    def day_of(self, fact: Measurement) -> dt.date | None:
+        return fact.day
 
     @property
     def numeric(self) -> bool:
-        return self.items[0].value is not None
+        return self.facts[0].value is not None
 
     @property
     def unit(self) -> str:
-        return self.items[0].unit
-
-    @property
-    def dated(self) -> bool:
-        return all(m.day is not None for m in self.items)
-
-    def days(self) -> list[dt.date]:
-        return sorted({m.day for m in self.items if m.day is not None})
-
-    def on(self, when: dt.date) -> list[Measurement]:
-        return [m for m in self.items if m.day == when]
+        return self.facts[0].unit
 
     def single(self, when: dt.date) -> Measurement | None:
         """The measurement of that day when the day has one value (repeats of the same value allowed)."""
@@ -62,16 +51,9 @@ class Series:
     def with_unit(self, m: Measurement) -> str:
         return f"{self.shown(m)} {self.unit}".strip()
 
-    def refs_on(self, when: dt.date) -> list[str]:
-        return list(dict.fromkeys(m.ref for m in self.on(when)))
-
     def call(self, start: dt.date | None = None, end: dt.date | None = None) -> GoldCall:
-        code = search_code(Concept(self.concept.system, self.code, None))
-        return GoldCall(
-            resource_type="Observation",
-            code=code,
-            date_from=day(start) if start else None,
-            date_to=day(end) if end else None,
+        return dated_call(
+            "Observation", search_code(Concept(self.concept.system, self.code, None)), start, end
         )
 
 
