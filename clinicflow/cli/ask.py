@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -225,17 +225,27 @@ async def _ask(
 ) -> EhrQaResult:
     with image_tools(image_index, encoder) as images:
         extra = [*guideline_tools(settings, guidelines), *images]
-        async with _fhir_base_url(settings) as base_url:
-            return await answer_question(
-                settings,
-                base_url,
-                lambda: _load_model(settings, model, model_url),
-                patient,
-                question,
-                spans.thread_id if spans else thread,
-                extra_tools=extra,
-                callbacks=[spans] if spans else [],
-            )
+        return await _served(
+            settings,
+            (model, model_url, thread, spans),
+            lambda url, load, thread_id, callbacks: answer_question(
+                settings, url, load, patient, question, thread_id, extra_tools=extra, callbacks=callbacks
+            ),
+        )
+
+
+_Run = Callable[[str, Callable[[], BaseChatModel], str | None, list[BaseCallbackHandler]], Awaitable[_T]]
+
+
+async def _served(
+    settings: Settings, how: tuple[str | None, str | None, str | None, SpanRecorder | None], run: _Run[_T]
+) -> _T:
+    """`run(base_url, load_model, thread_id, callbacks)` against the FHIR server, with the model
+    (`--model`, `--model-url`) loaded on demand; `how` is (model, model_url, thread, spans)."""
+    model, model_url, thread, spans = how
+    async with _fhir_base_url(settings) as base_url:
+        load = lambda: _load_model(settings, model, model_url)  # noqa: E731
+        return await run(base_url, load, spans.thread_id if spans else thread, [spans] if spans else [])
 
 
 async def _ask_workflow(
@@ -248,16 +258,13 @@ async def _ask_workflow(
     spans: SpanRecorder | None,
 ) -> Any:
     assert data is not None
-    async with _fhir_base_url(settings) as base_url:
-        return await run_registered(
-            settings,
-            base_url,
-            lambda: _load_model(settings, model, model_url),
-            workflow,
-            data,
-            spans.thread_id if spans else thread,
-            callbacks=[spans] if spans else [],
-        )
+    return await _served(
+        settings,
+        (model, model_url, thread, spans),
+        lambda url, load, thread_id, callbacks: run_registered(
+            settings, url, load, workflow, data, thread_id, callbacks=callbacks
+        ),
+    )
 
 
 def _run(coro: Coroutine[Any, Any, _T]) -> _T:

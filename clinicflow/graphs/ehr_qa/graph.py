@@ -16,6 +16,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from clinicflow.graphs.assemble import assemble, check_limits
 from clinicflow.graphs.ehr_qa.nodes import EhrQaNodes
 from clinicflow.graphs.ehr_qa.state import InputState, OutputState, State
 
@@ -53,23 +54,16 @@ def build_ehr_qa_graph(
     `max_steps` bounds planner calls per run; `max_retries` bounds retries after an invalid reply.
     When a tool named `manifest_tool` is given, the first step calls it without asking the model.
     """
-    if max_steps < 1 or max_retries < 0:
-        raise ValueError(f"need max_steps >= 1 and max_retries >= 0, got {max_steps} and {max_retries}")
+    check_limits(max_steps, max_retries)
     nodes = EhrQaNodes(
         model, tools, max_steps=max_steps, max_retries=max_retries, manifest_tool=manifest_tool
     )
-
-    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("plan", nodes.plan)
-    builder.add_node("retrieve", nodes.retrieve)
-    builder.add_node("extract", nodes.extract)
-    builder.add_node("answer", nodes.answer)
-
-    builder.add_edge(START, "plan")
-    builder.add_conditional_edges("plan", route_after_plan)
-    builder.add_conditional_edges("retrieve", route_after_retrieve)
-    builder.add_edge("extract", "answer")
-    builder.add_edge("answer", END)
-
-    graph = builder.compile(checkpointer=checkpointer, name="ehr_qa")
-    return graph.with_config(recursion_limit=2 * (max_steps + 1) + 8)
+    return assemble(
+        StateGraph(State, input_schema=InputState, output_schema=OutputState),
+        nodes={name: getattr(nodes, name) for name in ("plan", "retrieve", "extract", "answer")},
+        edges=[(START, "plan"), ("extract", "answer"), ("answer", END)],
+        routes={"plan": route_after_plan, "retrieve": route_after_retrieve},
+        name="ehr_qa",
+        checkpointer=checkpointer,
+        recursion_limit=2 * (max_steps + 1) + 8,
+    )

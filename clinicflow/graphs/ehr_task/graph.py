@@ -18,6 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from clinicflow.graphs.assemble import assemble, check_limits
 from clinicflow.graphs.ehr_task.nodes import EhrTaskNodes
 from clinicflow.graphs.ehr_task.state import InputState, OutputState, State
 from clinicflow.tools.write_tools import ApprovalPolicy, FhirWriter
@@ -77,8 +78,7 @@ def build_ehr_task_graph(
     `approval="auto_approve"` is an explicit policy for evals, recorded in every run's state and audit.
     `max_steps` bounds model calls per run; `max_retries` bounds retries after an invalid reply.
     """
-    if max_steps < 1 or max_retries < 0:
-        raise ValueError(f"need max_steps >= 1 and max_retries >= 0, got {max_steps} and {max_retries}")
+    check_limits(max_steps, max_retries)
     if approval == "require" and checkpointer is None:
         raise ValueError("approval='require' needs a checkpointer: a write waits for its decision there")
     nodes = EhrTaskNodes(
@@ -91,17 +91,17 @@ def build_ehr_task_graph(
         max_retries=max_retries,
     )
 
-    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("agent", nodes.agent)
-    builder.add_node("tools", nodes.tools)
-    builder.add_node("approve", nodes.approve)
-    builder.add_node("write", nodes.write)
-
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", route_after_agent)
-    builder.add_conditional_edges("tools", route_after_tools)
-    builder.add_conditional_edges("approve", route_after_approve)
-    builder.add_conditional_edges("write", route_after_write)
-
-    graph = builder.compile(checkpointer=checkpointer, name="ehr_task")
-    return graph.with_config(recursion_limit=12 * (max_steps + 1) + 8)
+    return assemble(
+        StateGraph(State, input_schema=InputState, output_schema=OutputState),
+        nodes={name: getattr(nodes, name) for name in ("agent", "tools", "approve", "write")},
+        edges=[(START, "agent")],
+        routes={
+            "agent": route_after_agent,
+            "tools": route_after_tools,
+            "approve": route_after_approve,
+            "write": route_after_write,
+        },
+        name="ehr_task",
+        checkpointer=checkpointer,
+        recursion_limit=12 * (max_steps + 1) + 8,
+    )
