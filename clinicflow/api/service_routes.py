@@ -12,7 +12,7 @@ from clinicflow.api.services import services
 
 __all__ = ["health", "list_workflows", "metrics", "router", "workflows_router"]
 
-workflows_router = APIRouter()
+workflows_router = APIRouter()  # its own router: the OpenAPI document lists it before the audit routes
 router = APIRouter()
 
 
