@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import shutil
 import socket
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+
+from filelock import FileLock
 
 from .client import FhirClient
 from .cohort import DEFAULT_REFERENCE_DATE, generate_cohort
@@ -54,17 +54,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _cohort_name(patients: int, seed: int, reference_date: date) -> str:
     return f"synthea-p{patients}-s{seed}-r{reference_date:%Y%m%d}"
 
@@ -81,7 +70,7 @@ def ensure_demo_cohort(
     target = cohorts / _cohort_name(patients, seed, reference_date)
     if (target / _COMPLETE).exists():
         return target
-    with _locked(cohorts / ".lock"):
+    with FileLock(cohorts / ".lock"):
         if (target / _COMPLETE).exists():
             return target
         with tempfile.TemporaryDirectory(prefix=".building-", dir=cohorts) as staging:
@@ -125,7 +114,7 @@ async def _load(server: EmbeddedFhirServer, cohort: Path, progress: bool) -> Loa
 
 async def _ensure_loaded(data_dir: Path, cohort: Path, port: int, progress: bool) -> None:
     """Load `cohort` into the DB under `data_dir` unless its marker says it is there; server left stopped."""
-    with _locked(data_dir.parent / f".{data_dir.name}.lock"):
+    with FileLock(data_dir.parent / f".{data_dir.name}.lock"):
         marker = _marker(data_dir)
         if marker and marker.get("cohort") == cohort.name and marker.get("format") == _MARKER_FORMAT:
             return
@@ -175,7 +164,7 @@ async def ensure_demo_data_dir(
     master = await ensure_demo_database(cache_dir, patients, seed, progress)
     cache = Path(cache_dir).expanduser()
     served = cache / "fhir-server"
-    with _locked(cache / ".fhir-server.lock"):
+    with FileLock(cache / ".fhir-server.lock"):
         if not (served / DB_FILENAME).exists():
             copy_demo_database(master, served)
         if _marker(served) == _marker(master):

@@ -9,16 +9,16 @@ not clinical quality.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from clinicflow.model.errors import ModelDependencyError, ModelLoadError
 from clinicflow.model.prompting import GEMMA3_CHAT_TEMPLATE
@@ -65,7 +65,7 @@ def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path
     if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{target.name}.lock"):
+    with FileLock(target.parent / f".{target.name}.lock"):
         if (target / marker).is_file():
             return target
         work = target.parent / f".{target.name}.tmp-{os.getpid()}"
@@ -77,16 +77,6 @@ def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _convert(out_dir: Path, *, progress: bool) -> None:
