@@ -157,16 +157,7 @@ def validate_bias(name: str | None, target: str) -> str | None:
 
 def message_text(message: BaseMessage) -> str:
     """The text content of a message (text blocks joined when content is a list)."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
+    return str(message.text)
 
 
 ECHO_SPAN = 8

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from clinicflow.evals.ehrqa import concepts
 from clinicflow.evals.ehrqa.concepts import (
     CVX,
     LOINC,
@@ -26,37 +27,34 @@ from clinicflow.evals.ehrqa.concepts import (
     codings,
     concept_of,
     core_name,
-    name_tokens,
     norm_text,
     parse_day,
     person_name,
     status_code,
 )
+from clinicflow.evals.ehrqa.concepts import (
+    name_tokens as name_tokens,  # re-exported only
+)
 from clinicflow.evals.ehrqa.records import PatientRecord
 from clinicflow.fhir.references import OUTSIDE_COMPARTMENTS, reference_key
 
 __all__ = [
-    "CVX",
-    "LOINC",
-    "RXNORM",
-    "SNOMED",
-    "Concept",
+    "ACTIVE_CLINICAL",
+    "RESOLVED_CLINICAL",
     "ConditionFact",
     "ImmunizationFact",
     "Measurement",
     "MedicationFact",
     "PatientFacts",
-    "core_name",
     "distinct",
     "extract_facts",
-    "name_tokens",
-    "norm_text",
-    "parse_day",
-    "person_name",
 ]
+__all__ += concepts.__all__
 
-_ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
-_RESOLVED_CLINICAL = frozenset({"inactive", "remission", "resolved"})
+ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+"""Clinical statuses of a condition still present."""
+RESOLVED_CLINICAL = frozenset({"inactive", "remission", "resolved"})
+"""Clinical statuses of a condition that has ended."""
 _DOUBTFUL_VERIFICATION = frozenset(
     {"refuted", "entered-in-error", "unconfirmed", "provisional", "differential"}
 )
@@ -199,7 +197,7 @@ class _Collector:
         verification = status_code(r.get("verificationStatus"))
         clinical = status_code(r.get("clinicalStatus"))
         if verification in _DOUBTFUL_VERIFICATION or (
-            clinical is not None and clinical not in _ACTIVE_CLINICAL | _RESOLVED_CLINICAL
+            clinical is not None and clinical not in ACTIVE_CLINICAL | RESOLVED_CLINICAL
         ):
             self.taint("condition", code)
             return

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from clinicflow.evals.ehrqa.categories.ask import Ask, kept
 from clinicflow.evals.ehrqa.categories.base import Context, day, search_code
 from clinicflow.evals.ehrqa.categories.groups import FactGroup
-from clinicflow.evals.ehrqa.facts import SNOMED, Concept, ConditionFact, norm_text
+from clinicflow.evals.ehrqa.facts import (
+    ACTIVE_CLINICAL,
+    RESOLVED_CLINICAL,
+    SNOMED,
+    Concept,
+    ConditionFact,
+    norm_text,
+)
 from clinicflow.evals.ehrqa.questions import GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import distractor_concepts
 
@@ -22,8 +29,6 @@ __all__ = [
     "snomed_coded_conditions",
 ]
 
-_ACTIVE = frozenset({"active", "recurrence", "relapse"})
-_RESOLVED = frozenset({"inactive", "remission", "resolved"})
 _MAX_PAIRS = 40
 
 
@@ -93,11 +98,11 @@ def _status(group: CondGroup, ref: dt.date) -> bool | None:
     active = False
     for fact in group.facts:
         ended = fact.abated is not None and fact.abated <= ref
-        if fact.clinical in _ACTIVE and not ended:
+        if fact.clinical in ACTIVE_CLINICAL and not ended:
             if fact.abated is not None:
                 return None
             active = True
-        elif not ended and fact.clinical not in _RESOLVED:
+        elif not ended and fact.clinical not in RESOLVED_CLINICAL:
             return None
     return active
 
@@ -162,7 +167,7 @@ def _about_group(ask: Ask, g: CondGroup) -> list[Question | None]:
     out.append(subject.value("cond_count", "integer", stem, str(len(g.facts))))
     status = _status(g, ctx.ref)
     if status is not None:
-        active = _newest(ctx, [f.ref for f in g.facts if f.clinical in _ACTIVE], g.call())
+        active = _newest(ctx, [f.ref for f in g.facts if f.clinical in ACTIVE_CLINICAL], g.call())
         stem = f"As of {ctx.ref_s}, is the patient's {g.name} still active (not resolved)?"
         gold = active if status else g.refs
         out.append(subject.plus(ref=ctx.ref_s).yes_no("cond_active", stem, status, gold_ids=gold))
