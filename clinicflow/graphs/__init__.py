@@ -1,4 +1,5 @@
-"""LangGraph state machines, one sub-package per workflow."""
+"""LangGraph state machines, one sub-package per workflow, each with its descriptor (`workflow.py`) that
+the one runner (`runner.py`) runs; see docs/workflows.md."""
 
 from clinicflow.graphs.ehr_qa import (
     EhrQaError,
@@ -20,6 +21,8 @@ from clinicflow.graphs.ehr_task import (
     run_ehr_task,
 )
 from clinicflow.graphs.encounter import build_encounter_graph, run_encounter
+from clinicflow.graphs.runner import resume_workflow, run_input, run_workflow
+from clinicflow.graphs.workflow import Workflow, WorkflowDeps
 
 __all__ = [
     "EhrQaError",
@@ -30,13 +33,18 @@ __all__ = [
     "EhrTaskInputError",
     "EhrTaskResult",
     "EhrTaskRunError",
+    "Workflow",
+    "WorkflowDeps",
     "build_ehr_qa_graph",
     "build_ehr_task_graph",
     "build_encounter_graph",
     "open_checkpointer",
     "resume_ehr_qa",
     "resume_ehr_task",
+    "resume_workflow",
     "run_ehr_qa",
     "run_ehr_task",
     "run_encounter",
+    "run_input",
+    "run_workflow",
 ]

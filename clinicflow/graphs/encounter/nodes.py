@@ -158,15 +158,8 @@ class EncounterNodes:
             image_request=self.image_request,
             with_tools=bool(self.doctor_tools),
         )
-        rounds = sum(1 for m in scratch if isinstance(m, AIMessage) and m.tool_calls)
-        step = self._with_tools if rounds < self.max_tool_calls else None
-        messages = [*prompt.messages, *scratch]
-        if step is not None:
-            reply, event = await step.call(messages, config)
-        else:
-            reply, event = await self._ask("doctor", self.models.doctor, messages, config)
-        if step is not None and reply.tool_calls:
-            reply = step.accept(reply, event)
+        reply, event, calls_tools = await self._doctor_reply(prompt.messages, scratch, config)
+        if calls_tools:
             lines += [
                 {"turn": turn, "role": "tool_call", "text": json.dumps(call["args"]), "tool": call["name"]}
                 for call in reply.tool_calls
@@ -183,12 +176,8 @@ class EncounterNodes:
         if image is not None:
             line["image"] = image.status
         lines.append(line)
-        update: dict[str, Any] = {
-            "turn": turn,
-            "transcript": lines,
-            "last_action": action.kind,
-            "trace": [event],
-        }
+        update: dict[str, Any] = {"turn": turn, "transcript": lines, "last_action": action.kind}
+        update["trace"] = [event]
         if scratch:
             update["doctor_scratch"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
         if action.kind == "diagnosis":
@@ -198,6 +187,22 @@ class EncounterNodes:
         elif action.kind == "test":
             update["tests_requested"] = [action.content]
         return update
+
+    async def _doctor_reply(
+        self, prompt: list[BaseMessage], scratch: list[AnyMessage], config: RunnableConfig
+    ) -> tuple[AIMessage, TraceRecord, bool]:
+        """The doctor's reply, its trace record, and whether it calls tools (allowed for at most
+        `max_tool_calls` rounds per turn; hidden arguments stripped)."""
+        rounds = sum(1 for m in scratch if isinstance(m, AIMessage) and m.tool_calls)
+        step = self._with_tools if rounds < self.max_tool_calls else None
+        messages = [*prompt, *scratch]
+        if step is None:
+            reply, event = await self._ask("doctor", self.models.doctor, messages, config)
+            return reply, event, False
+        reply, event = await step.call(messages, config)
+        if not reply.tool_calls:
+            return reply, event, False
+        return step.accept(reply, event), event, True
 
     async def patient(self, state: State, config: RunnableConfig) -> dict[str, Any]:
         """The patient answers the doctor's last line."""

@@ -73,7 +73,9 @@ def test_the_example_runs_through_the_cli(
     _check(json.loads(result.output), patient_id, expected, fhir_base_url)
 
 
-def test_an_unknown_workflow_is_named_with_exit_code_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_workflow_is_named_with_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLINICFLOW_CACHE_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["ask", "--workflow", "no_such_flow", "--patient", "p1"])
     assert result.exit_code == 2, result.output
