@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_ANSWER_FIELDS = {"answer", "citations", "status", "evidence", "errors"}
+"""What `ask` returns of an EHR QA result."""
 INSTRUCTIONS = (
     "Tools over one patient's FHIR record, bound when this server started: every answer cites "
     "[ResourceType/id]. Call record_manifest first to see what the record holds. Writes are never made "
@@ -152,13 +154,7 @@ class _Session:
         graph = build_ehr_qa_graph(self.model(), tools, **self._graph_options())
         run = run_ehr_qa(graph, question, self.patient_id, thread_id=uuid.uuid4().hex)
         result = await _refusing(EhrQaInputError, run)
-        return {
-            "answer": result.answer,
-            "citations": result.citations,
-            "status": result.status,
-            "evidence": [line.model_dump(mode="json") for line in result.evidence],
-            "errors": result.errors,
-        }
+        return result.model_dump(mode="json", include=_ANSWER_FIELDS)
 
     async def propose(self, instruction: str, context: str) -> dict[str, Any]:
         """The ehr_task workflow up to its first write, which is returned, not made."""

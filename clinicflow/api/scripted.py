@@ -23,18 +23,14 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolCall
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, ValidationError
+
+from clinicflow.model.base import PromptToolChatModel, ReplyRequest, usage
 
 __all__ = ["SCRIPTED_PREFIX", "ScriptRule", "ScriptedModel", "ScriptedReply", "load_scripted_model"]
 
@@ -78,7 +74,7 @@ def _fill(value: Any, cite: str, line: str) -> Any:
     return value
 
 
-class ScriptedModel(BaseChatModel):
+class ScriptedModel(PromptToolChatModel):
     """Answers from a `Script`; see the module docstring for the format."""
 
     script: Script
@@ -88,17 +84,21 @@ class ScriptedModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "clinicflow-scripted"
 
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
-        return self.bind(bound_tools=names, tool_choice=tool_choice, **kwargs)
+    def takes_images(self) -> bool:
+        """Images in messages are accepted (the script never reads them)."""
+        return True
 
-    def _reply(self, messages: list[BaseMessage], bound: list[str]) -> tuple[AIMessage, float]:
+    def _reply(self, request: ReplyRequest) -> ChatResult:
+        reply, delay_ms = self._scripted(request.messages, [s.name for s in request.specs])
+        time.sleep(delay_ms / 1000)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    async def _areply(self, request: ReplyRequest) -> ChatResult:
+        reply, delay_ms = self._scripted(request.messages, [s.name for s in request.specs])
+        await asyncio.sleep(delay_ms / 1000)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _scripted(self, messages: list[BaseMessage], bound: list[str]) -> tuple[AIMessage, float]:
         self.calls += 1
         rule = next((r for r in self.script.rules if set(r.tools) <= set(bound)), None)
         if rule is None:
@@ -127,35 +127,9 @@ class ScriptedModel(BaseChatModel):
         reply = AIMessage(
             content=_fill(item.content, cite, line_text),
             tool_calls=calls,
-            usage_metadata={
-                "input_tokens": words_in,
-                "output_tokens": words_out,
-                "total_tokens": words_in + words_out,
-            },
+            usage_metadata=usage(words_in, words_out),
         )
         return reply, self.script.delay_ms + (item.delay_ms or 0.0)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        reply, delay_ms = self._reply(messages, list(kwargs.get("bound_tools") or []))
-        time.sleep(delay_ms / 1000)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        reply, delay_ms = self._reply(messages, list(kwargs.get("bound_tools") or []))
-        await asyncio.sleep(delay_ms / 1000)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
 def load_scripted_model(spec: str) -> ScriptedModel:
