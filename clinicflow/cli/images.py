@@ -27,6 +27,8 @@ IndexOpt = Annotated[
 EncoderOpt = Annotated[
     Path | None, typer.Option("--encoder", help="MedSigLIP checkpoint folder (google/medsiglip-448 layout).")
 ]
+RequiredEncoderOpt = Annotated[Path, typer.Option("--encoder", help="MedSigLIP checkpoint folder.")]
+"""The checkpoint the indexing commands need (search defaults to the one that built the index)."""
 DatabaseOpt = Annotated[
     str | None,
     typer.Option(
@@ -86,7 +88,7 @@ def _user_errors() -> Iterator[None]:
 @images_app.command("index")
 def index_command(
     folder: Annotated[Path, typer.Argument(help="Folder of PNG, JPEG and DICOM images (recursive).")],
-    encoder: Annotated[Path, typer.Option("--encoder", help="MedSigLIP checkpoint folder.")],
+    encoder: RequiredEncoderOpt,
     index: IndexOpt = None,
     patient: Annotated[
         str | None, typer.Option("--patient", help="Tag every image with this FHIR Patient id.")
@@ -111,7 +113,7 @@ def index_command(
 @images_app.command("index-fhir")
 def index_fhir_command(
     patient: Annotated[str, typer.Argument(help="FHIR Patient id whose images to index.")],
-    encoder: Annotated[Path, typer.Option("--encoder", help="MedSigLIP checkpoint folder.")],
+    encoder: RequiredEncoderOpt,
     index: IndexOpt = None,
     fhir_url: Annotated[
         str | None, typer.Option("--fhir-url", help="FHIR base URL (default: settings).")
