@@ -97,42 +97,54 @@ class ApiSettings(Settings):
 
     def plugin_specs(self) -> list[str]:
         """The configured plugin hooks, in order."""
-        return [p.strip() for p in self.api_plugins.split(",") if p.strip()]
+        return _comma_list(self.api_plugins)
 
     def cds_fhir_server_list(self) -> list[str]:
         """FHIR servers CDS Hooks clients may have the service read, besides its own."""
-        return [u.strip() for u in self.cds_fhir_servers.split(",") if u.strip()]
+        return _comma_list(self.cds_fhir_servers)
 
     def jwt_algorithms(self) -> list[str]:
         """Accepted JWT signing algorithms."""
-        return [a.strip() for a in self.auth_jwt_algorithms.split(",") if a.strip()]
+        return _comma_list(self.auth_jwt_algorithms)
 
     def store_url(self) -> str:
         """SQLAlchemy URL of the run/audit store: `database_url`, else an SQLite file in the cache dir."""
         return self.database_url or f"sqlite:///{self.cache_dir / 'api.sqlite'}"
 
 
+def _comma_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped, in order."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def _base_scheme(url: str) -> str:
+    """The URL's scheme without its driver (`postgresql+psycopg` -> `postgresql`)."""
+    return url.partition(":")[0].split("+", 1)[0]
+
+
 def is_postgres(url: str) -> bool:
     """True for a PostgreSQL SQLAlchemy or libpq URL."""
-    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+    return _base_scheme(url) in _POSTGRES_SCHEMES
 
 
 def async_database_url(url: str) -> str:
     """The same database with an asyncio driver: aiosqlite for SQLite, psycopg 3 for PostgreSQL."""
-    scheme, sep, rest = url.partition(":")
+    _, sep, rest = url.partition(":")
     if not sep:
         raise ValueError(f"not a database URL: {url!r}")
-    base = scheme.split("+", 1)[0]
+    base = _base_scheme(url)
     if base == "sqlite":
         return f"sqlite+aiosqlite:{rest}"
-    if base in ("postgresql", "postgres"):
+    if base in _POSTGRES_SCHEMES:
         return f"postgresql+psycopg:{rest}"
     raise ValueError(f"unsupported database {base!r}: use sqlite:///path or postgresql://...")
 
 
 def checkpoint_postgres_url(url: str) -> str:
     """A libpq connection string (postgresql://...) for the LangGraph Postgres checkpointer."""
-    scheme, _, rest = url.partition(":")
-    if scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+    if not is_postgres(url):
         raise ValueError(f"not a PostgreSQL URL: {url!r}")
-    return f"postgresql:{rest}"
+    return f"postgresql:{url.partition(':')[2]}"
