@@ -5,12 +5,9 @@ Values are plain dicts, lists and messages so that every checkpointer can store 
 
 from __future__ import annotations
 
-import operator
 from typing import Annotated, Literal, Required, TypedDict
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
-
+from clinicflow.graphs.channels import Conversation, Errors, Trace
 from clinicflow.graphs.trace import TraceRecord
 
 __all__ = [
@@ -71,14 +68,14 @@ class OutputState(TypedDict, total=False):
     status: Status
     evidence: Annotated[list[EvidenceRecord], merge_evidence]
     facts: list[FactRecord]
-    trace: Annotated[list[TraceRecord], operator.add]
-    errors: Annotated[list[str], operator.add]
+    trace: Trace
+    errors: Errors
     steps: int
 
 
 class State(InputState, OutputState, total=False):
     """Everything the graph keeps between nodes; `messages` is the planner's tool-call conversation."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Conversation
     invalid_streak: int
     retrieval_done: bool

@@ -8,9 +8,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal, Required, TypedDict
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
-
+from clinicflow.graphs.channels import Conversation, Errors, Trace
 from clinicflow.graphs.trace import TraceRecord
 
 __all__ = [
@@ -65,8 +63,8 @@ class OutputState(TypedDict, total=False):
     summary: str
     status: Status
     writes: Annotated[list[WriteRecord], operator.add]
-    trace: Annotated[list[TraceRecord], operator.add]
-    errors: Annotated[list[str], operator.add]
+    trace: Trace
+    errors: Errors
     steps: int
 
 
@@ -77,7 +75,7 @@ class State(InputState, OutputState, total=False):
     approved and not yet executed (with who approved it), so a resumed run executes it without asking again.
     """
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Conversation
     pending_writes: list[dict[str, Any]]
     approved: dict[str, Any] | None
     invalid_streak: int

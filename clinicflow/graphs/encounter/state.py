@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
-
 from clinicflow.agents.encounter import Role, Utterance
-from clinicflow.graphs.trace import TraceRecord
+from clinicflow.graphs.channels import Conversation, Trace
 
 __all__ = ["EncounterCase", "Finish", "InputState", "Role", "State", "Utterance"]
 
@@ -53,8 +50,8 @@ class State(InputState, total=False):
     last_action: str
     diagnosis: str | None
     tests_requested: Annotated[list[str], operator.add]
-    doctor_scratch: Annotated[list[AnyMessage], add_messages]
+    doctor_scratch: Conversation
     finished: Finish
     verdict: bool
     moderator_reply: str | None
-    trace: Annotated[list[TraceRecord], operator.add]
+    trace: Trace
