@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from clinicflow.api.workflows import EXAMPLES, WORKFLOWS
 from clinicflow.cli.guidelines import default_index_path
+from clinicflow.cli.options import EncoderOpt, GuidelinesOpt, ImageIndexOpt, ModelOpt, ModelUrlOpt
 from clinicflow.evals.ehrqa.generator import generate_questions
 from clinicflow.evals.ehrqa.questions import Question
 from clinicflow.evals.ehrqa.records import read_records
@@ -293,37 +294,6 @@ def _workflow_input(workflow: Workflow, question: str, patient: str) -> BaseMode
         return workflow.input_model.model_validate(data)
     except ValidationError as exc:
         raise _fail(f"Bad input for workflow {workflow.name}: {exc}") from None
-
-
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="Model folder (MedGemma) or built-in name; default: CLINICFLOW_MODEL, else the tuned 270M.",
-    ),
-]
-ModelUrlOpt = Annotated[
-    str | None, typer.Option("--model-url", help="OpenAI-compatible base URL (vLLM, llama-server, ...).")
-]
-GuidelinesOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--guidelines/--no-guidelines",
-        help="Let the planner search the guideline index (<cache_dir>/guidelines.sqlite); "
-        "default: on when it holds documents.",
-        show_default=False,
-    ),
-]
-ImageIndexOpt = Annotated[
-    Path | None,
-    typer.Option("--image-index", help="Image index folder: let the planner search the patient's images."),
-]
-EncoderOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--encoder", help="MedSigLIP checkpoint folder for --image-index; default: the one that built it."
-    ),
-]
 
 
 def ask(

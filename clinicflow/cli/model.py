@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from clinicflow.cli.ask import ModelOpt, ModelUrlOpt
+from clinicflow.cli.options import ModelOpt, ModelUrlOpt
 from clinicflow.model import ModelError, ensure_default_model, load_chat_model
 from clinicflow.settings import Settings
 
