@@ -9,27 +9,11 @@ from __future__ import annotations
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 
-from clinicflow.graphs.checkpoints import open_checkpointer
-from clinicflow.graphs.ehr_qa.result import (
-    EhrQaError,
-    EhrQaInputError,
-    EhrQaResult,
-    EhrQaRunError,
-    EvidenceLine,
-)
+from clinicflow.graphs.ehr_qa.result import EhrQaInputError, EhrQaResult
 from clinicflow.graphs.ehr_qa.workflow import EHR_QA
 from clinicflow.graphs.runner import check_patient_id, check_text, resume_workflow, run_workflow
 
-__all__ = [
-    "EhrQaError",
-    "EhrQaInputError",
-    "EhrQaResult",
-    "EhrQaRunError",
-    "EvidenceLine",
-    "open_checkpointer",
-    "resume_ehr_qa",
-    "run_ehr_qa",
-]
+__all__ = ["resume_ehr_qa", "run_ehr_qa"]
 
 
 async def run_ehr_qa(
