@@ -44,7 +44,8 @@ async def _build(deps: WorkflowDeps) -> Pregel:
             name = concept.get("text") or next((c.get("display") for c in concept.get("coding", [])), "?")
             citations.append(f"MedicationRequest/{request['id']}")
             lines.append(f"{name} [{citations[-1]}]")
-        return {"answer": "; ".join(lines) or "no active medication found in the record", "citations": citations}
+        answer = "; ".join(lines) or "no active medication found in the record"
+        return {"answer": answer, "citations": citations}
 
     graph = StateGraph(State)
     graph.add_node("read", read)
