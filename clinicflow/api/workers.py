@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
-from langgraph.types import Command
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
@@ -37,6 +36,7 @@ from clinicflow.api.metrics import Metrics
 from clinicflow.api.run_observer import RunContext, RunObserver
 from clinicflow.api.store import NewEvent, RunRow, Store, utcnow
 from clinicflow.api.workflows import Workflow, WorkflowDeps, WorkflowRegistry, jsonable
+from clinicflow.graphs.runner import AWAITING_DECISION, next_input
 from clinicflow.graphs.telemetry import INSTRUMENTATION, SpanRecorder
 
 __all__ = ["QueueFullError", "RunContext", "RunObserver", "WorkerPool"]
@@ -52,9 +52,6 @@ class QueueFullError(RuntimeError):
 
 class _LostLease(Exception):
     """Another server took over the run (this one missed its heartbeats)."""
-
-
-_WAIT = object()
 
 
 class WorkerPool:
@@ -239,7 +236,7 @@ class WorkerPool:
                     ctx.scope.audit("run.resume", attempt=run.attempts, reason=reason)
                 await ctx.flush()
                 cancelled = False
-                if payload is not _WAIT:
+                if payload is not AWAITING_DECISION:
                     cancelled = await self._stream(graph, payload, config, ctx)
                 if cancelled:
                     await self._finish(run, "cancelled", ctx=ctx)
@@ -277,18 +274,16 @@ class WorkerPool:
         await self._finish(run, "completed", ctx=ctx, result=result)
 
     async def _payload(self, graph: Pregel, config: RunnableConfig, run: RunRow, workflow: Workflow) -> Any:
-        """What to stream: the input (new run), the recorded decision (pending approval), `_WAIT` (still
-        waiting), else None: continue from the checkpoint (its saved task writes applied; a no-op when the
-        graph already finished). An empty `next` alone does not mean finished: a step whose tasks all saved
-        their writes before a crash has no next task until those writes are applied."""
-        snapshot = await graph.aget_state(config)
-        if not snapshot.values and not snapshot.next:
+        """What to stream (`graphs.runner.next_input`), with the decision recorded in the store."""
+
+        async def decision(interrupt_id: str) -> Any:
+            row = await self.store.decision_for(run.id, interrupt_id)
+            return None if row is None else row.decision
+
+        def start() -> dict[str, Any]:
             return workflow.initial_state(workflow.input_model.model_validate(run.input))
-        if snapshot.interrupts:
-            first = snapshot.interrupts[0]
-            decision = await self.store.decision_for(run.id, first.id)
-            return _WAIT if decision is None else Command(resume={first.id: decision.decision})
-        return None
+
+        return await next_input(await graph.aget_state(config), start, decision)
 
     async def _stream(self, graph: Pregel, payload: Any, config: RunnableConfig, ctx: RunContext) -> bool:
         """Stream the graph, turning chunks into events; True when the run was cancelled."""

@@ -11,12 +11,12 @@ last finished step stays, and a later resume continues from there.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel
 
 from clinicflow.fhir import FHIR_ID
@@ -26,11 +26,13 @@ from clinicflow.graphs.workflow import Workflow
 from clinicflow.tools.write_tools import APPROVAL_REQUEST_KIND, parse_decision
 
 __all__ = [
+    "AWAITING_DECISION",
     "RunError",
     "RunInputError",
     "RunStoppedError",
     "check_patient_id",
     "check_text",
+    "next_input",
     "pending_approval",
     "resume_workflow",
     "run_input",
@@ -77,6 +79,30 @@ def pending_approval(interrupts: Any) -> dict[str, Any] | None:
         value = getattr(item, "value", None)
         if isinstance(value, Mapping) and value.get("kind") == APPROVAL_REQUEST_KIND:
             return dict(value)
+    return None
+
+
+AWAITING_DECISION: Final = object()
+"""What `next_input` answers for a run stopped at an interrupt whose decision is not recorded yet."""
+
+
+async def next_input(
+    snapshot: StateSnapshot,
+    start: Callable[[], Mapping[str, Any]],
+    decision: Callable[[str], Awaitable[Any]],
+) -> Any:
+    """What to stream next on a run's thread, given its latest `snapshot`: `start()` (the initial state)
+    for a new thread; at an interrupt, a `Command` resuming it with `decision(interrupt_id)`, or
+    `AWAITING_DECISION` while that is None; else None: continue from the checkpoint (its saved task
+    writes applied; a no-op when the graph already finished). An empty `next` alone does not mean
+    finished: a step whose tasks all saved their writes before a crash has no next task until those
+    writes are applied."""
+    if not snapshot.values and not snapshot.next:
+        return start()
+    if snapshot.interrupts:
+        first = snapshot.interrupts[0]
+        value = await decision(first.id)
+        return AWAITING_DECISION if value is None else Command(resume={first.id: value})
     return None
 
 
