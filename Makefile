@@ -33,12 +33,12 @@ test-heavy: install
 unit: install
 	$(PY) -m pytest -q tests/unit
 
-# Rebuild the shipped adapter from scratch (the commands of its model card; about an hour on 2 cores).
+# Rebuild the shipped adapter from scratch (the commands of its model card; about 70 minutes on 2 cores).
 ADAPTER_WORK ?= adapter-work
 adapter: install
-	$(VENV)/bin/clinicflow model make-data --out $(ADAPTER_WORK)/data --seed 1001 --patients 16 --per-patient 40 --max-per-group 12
+	$(VENV)/bin/clinicflow model make-data --out $(ADAPTER_WORK)/data --seed 1001 --patients 16 --per-patient 40 --max-per-group 22
 	$(VENV)/bin/clinicflow model train $(ADAPTER_WORK)/data/train.jsonl --val $(ADAPTER_WORK)/data/val.jsonl \
-	  --out $(ADAPTER_WORK)/run --seed 1001 --epochs 0.5 --lr 4e-4 --grad-accum 4 --max-tokens 2048
+	  --out $(ADAPTER_WORK)/run --seed 1001 --epochs 1.0 --lr 4e-4 --grad-accum 4 --max-tokens 2048 --stop-after 100
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -115,7 +115,7 @@ def _run_info(
     from clinicflow.evals.medagentbench.runner import digest
 
     seed, tasks_path = choices.seed, choices.tasks_path
-    model = choices.model_url or choices.model or settings.model or "default (clinicflow-270m-ehr-v1)"
+    model = choices.model_url or choices.model or settings.model or "default (clinicflow-270m-ehr-v2)"
     return {
         "tasks": str(tasks_path) if tasks_path else f"synthetic ({len(loaded)}, seed {seed})",
         "task_set": "file" if tasks_path else "synthetic",

@@ -165,6 +165,12 @@ def train(
         bool, typer.Option("--merge", help="Write merged weights instead of the adapter.")
     ] = False,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-after", min=1, help="Stop after N optimizer steps (the schedule stays the same)."
+        ),
+    ] = None,
 ) -> None:
     """LoRA-tune a Gemma 3 model on chat JSONL: loss on assistant turns only, resumable, seeded."""
     import json
@@ -190,6 +196,7 @@ def train(
             dtype=dtype,
             gradient_checkpointing=gradient_checkpointing,
             merge=merge,
+            stop_after_steps=stop_after,
         )
         result = train_lora(config, out, device=device)
     except (TrainingDataError, ModelError) as exc:
@@ -198,7 +205,7 @@ def train(
     typer.echo(json.dumps(summary, indent=2))
 
 
-RESERVED_SEEDS = {42: "the demo and test cohort"}
+RESERVED_SEEDS = {42: "the demo and test cohort", 2002: "the held-out evaluation cohort of the model card"}
 """Cohort seeds training data may not use: the patients they generate are evaluated."""
 
 

@@ -36,7 +36,7 @@ def load_chat_model(
     """The chat model the settings (or the explicit `model` / `model_url`) ask for, ready to call.
 
     Precedence: `model_url`, then `model`, then `settings.model_url`, then `settings.model`, then the
-    tuned default (Gemma 3 270M + the shipped adapter, `clinicflow-270m-ehr-v1`). `model` may also name a
+    tuned default (Gemma 3 270M + the shipped adapter, `clinicflow-270m-ehr-v2`). `model` may also name a
     built-in: `gemma-3-270m` is the base model (strings in its constrained calls capped at 32 characters,
     lists at 4 items, also when its converted folder is passed explicitly).
     Optional settings `model_quantization`, `model_fast_path`, `model_decode`, `model_max_batch` and

@@ -61,10 +61,13 @@ class TrainConfig:
     max_tokens: int = 1024
     warmup_steps: int = 10
     max_val_examples: int | None = 30
+    """Validation loss is the mean over the first this many validation examples that fit (None: all)."""
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50
     merge: bool = False
+    stop_after_steps: int | None = None
+    """End the run after this many optimizer steps; the schedule stays that of all `epochs`."""
 
 
 @dataclass
@@ -74,6 +77,7 @@ class TrainResult:
     out_dir: Path
     examples: int
     skipped_too_long: int
+    val_examples: int
     optimizer_steps: int
     target_tokens: int
     first_loss: float | None
@@ -188,6 +192,7 @@ def train_lora(
         out_dir=out_dir,
         examples=len(train),
         skipped_too_long=skipped,
+        val_examples=len(val),
         optimizer_steps=len(losses),
         target_tokens=sum(train[i].n_target for i in order),
         first_loss=losses[0] if losses else None,
@@ -230,7 +235,7 @@ def _examples(config: TrainConfig) -> tuple[Any, list[Example], list[Example], i
     train = [e for e in encoded if len(e.input_ids) <= config.max_tokens and e.n_target]
     val = [
         e for e in (encode_example(tokenizer, i) for i in val_items) if len(e.input_ids) <= config.max_tokens
-    ]
+    ][: config.max_val_examples]
     if not train:
         raise TrainingDataError(f"no example fits in {config.max_tokens} tokens")
     return tokenizer, train, val, len(encoded) - len(train)
@@ -305,7 +310,8 @@ def _train(
     total = len(examples)
     bar = tqdm(total=total, initial=run.position, desc="Training", unit="example", disable=not progress)
     window: list[float] = []
-    while run.position < len(examples):
+    stop_at = config.stop_after_steps
+    while run.position < len(examples) and (stop_at is None or len(run.losses) < stop_at):
         batch = examples[run.position : run.position + config.grad_accum]
         run.optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
@@ -323,7 +329,11 @@ def _train(
         bar.set_postfix(loss=f"{sum(window) / len(window):.3f}")
         if on_step is not None:
             on_step(len(run.losses), step_loss)
-        if len(run.losses) % config.checkpoint_every == 0 or run.position >= len(examples):
+        if (
+            len(run.losses) % config.checkpoint_every == 0
+            or run.position >= len(examples)
+            or stop_at == len(run.losses)
+        ):
             _save_checkpoint(out_dir, run, peft)
     bar.close()
 

@@ -25,7 +25,7 @@ __all__ = [
     "resolve_model_name",
 ]
 
-TUNED_MODEL_NAME = "clinicflow-270m-ehr-v1"
+TUNED_MODEL_NAME = "clinicflow-270m-ehr-v2"
 BASE_MODEL_NAME = "gemma-3-270m"
 TUNED_MARKER_FILE = "clinicflow-tuned.json"
 TUNED_MAX_STRING_LENGTH = 256

@@ -130,3 +130,18 @@ def test_bad_training_files_are_named(tmp_path: Path) -> None:
         read_examples([bad])
     with pytest.raises(TrainingDataError, match="no such training file"):
         read_examples([tmp_path / "missing.jsonl"])
+
+
+def test_the_validation_loss_reads_at_most_max_val_examples(tiny_dir: Path, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.jsonl", [EXAMPLE])
+    val = _write(tmp_path / "val.jsonl", [EXAMPLE] * 3)
+    config = TrainConfig(
+        base_model=str(tiny_dir),
+        train_files=(str(train),),
+        val_files=(str(val),),
+        grad_accum=1,
+        warmup_steps=0,
+        max_val_examples=2,
+    )
+    result = train_lora(config, tmp_path / "run", device="cpu", progress=False)
+    assert result.val_examples == 2
