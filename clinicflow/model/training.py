@@ -194,7 +194,7 @@ def train_lora(
         skipped_too_long=skipped,
         val_examples=len(val),
         optimizer_steps=len(losses),
-        target_tokens=sum(train[i].n_target for i in order),
+        target_tokens=sum(train[i].n_target for i in order[: run.position]),
         first_loss=losses[0] if losses else None,
         last_loss=sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         val_loss_before=run.val_before,

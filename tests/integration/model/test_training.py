@@ -132,16 +132,21 @@ def test_bad_training_files_are_named(tmp_path: Path) -> None:
         read_examples([tmp_path / "missing.jsonl"])
 
 
-def test_the_validation_loss_reads_at_most_max_val_examples(tiny_dir: Path, tmp_path: Path) -> None:
+def test_validation_reads_at_most_max_val_examples_and_a_run_stops_after_its_steps(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
     train = _write(tmp_path / "train.jsonl", [EXAMPLE])
     val = _write(tmp_path / "val.jsonl", [EXAMPLE] * 3)
     config = TrainConfig(
         base_model=str(tiny_dir),
         train_files=(str(train),),
         val_files=(str(val),),
+        epochs=4,
         grad_accum=1,
         warmup_steps=0,
         max_val_examples=2,
+        stop_after_steps=2,
     )
     result = train_lora(config, tmp_path / "run", device="cpu", progress=False)
     assert result.val_examples == 2
+    assert result.optimizer_steps == 2
