@@ -207,14 +207,17 @@ def train_lora(
 
 
 def _claim_out_dir(config: TrainConfig, out_dir: Path) -> None:
-    """Make `out_dir` this config's: refuse one that holds a run with other settings."""
+    """Make `out_dir` this config's: refuse one that holds a run with other settings.
+
+    `stop_after_steps` may differ: it ends a run without changing its schedule, so a run stopped early
+    resumes to a later stop or to its end."""
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = out_dir / _CONFIG_FILE
-    wanted = asdict(config)
+    wanted = json.loads(json.dumps(asdict(config)))
     if saved.is_file():
         previous = json.loads(saved.read_text())
-        if previous != json.loads(json.dumps(wanted)):
-            changed = sorted(k for k in wanted if previous.get(k) != json.loads(json.dumps(wanted))[k])
+        changed = sorted(k for k in wanted if k != "stop_after_steps" and previous.get(k) != wanted[k])
+        if changed:
             raise TrainingDataError(
                 f"{out_dir} holds a run with other settings ({', '.join(changed)}); use another --out"
             )

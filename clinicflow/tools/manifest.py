@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ __all__ = [
     "RecordManifest",
     "TypeSummary",
     "build_manifest",
+    "concept_names",
     "render_manifest",
     "resource_codings",
 ]
@@ -96,6 +98,18 @@ def resource_codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
                 codings = [{"display": concept["text"]}]
             out.extend(c for c in codings if c.get("code") not in _IGNORED_CODES)
     return out
+
+
+_SEMANTIC_TAG = re.compile(r"\s+\([a-z][a-z /-]*\)$")
+
+
+def concept_names(coding: Mapping[str, Any]) -> set[str]:
+    """The names a search may give one coding exactly, casefolded: its code, its display and the display
+    without a SNOMED semantic tag ("Acute bronchitis (disorder)" -> "acute bronchitis")."""
+    names = {str(coding.get("code") or "").casefold()}
+    display = " ".join(str(coding.get("display") or "").split()).casefold()
+    names |= {display, _SEMANTIC_TAG.sub("", display)}
+    return names - {""}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from ..manifest import resource_codings
 from ..render import resource_date
 from .query import RecordQuery
 
-__all__ = ["matches_code_and_dates", "matches_text"]
+__all__ = ["contains_words", "matches_code_and_dates", "matches_text"]
 
 _TEXT_KEYS = frozenset({"display", "text", "valueString", "conclusion", "description", "title"})
 
@@ -19,7 +19,8 @@ def _words(text: str) -> list[str]:
     return [w for w in re.split(r"[^\w]+", text.casefold()) if w]
 
 
-def _matches_words(query: str, haystack: str) -> bool:
+def contains_words(haystack: str, query: str) -> bool:
+    """Whether every word of `query` is in `haystack` (any case, as substrings)."""
     folded = haystack.casefold()
     return all(word in folded for word in _words(query))
 
@@ -50,7 +51,7 @@ def _code_matches(resource: Mapping[str, Any], query: RecordQuery) -> bool:
             for c in codings
         )
     if query.code_text is not None:
-        return _matches_words(query.code_text, " ".join(str(c.get("display") or "") for c in codings))
+        return contains_words(" ".join(str(c.get("display") or "") for c in codings), query.code_text)
     return True
 
 
@@ -71,4 +72,4 @@ def matches_code_and_dates(resource: Mapping[str, Any], query: RecordQuery) -> b
 
 def matches_text(resource: Mapping[str, Any], text: str, rendered: str) -> bool:
     """Whether every word of `text` is in the resource's text fields or its rendered line."""
-    return _matches_words(text, f"{_searchable_text(resource)} {rendered}")
+    return contains_words(f"{_searchable_text(resource)} {rendered}", text)

@@ -12,19 +12,20 @@ from clinicflow.fhir import FhirBadRequestError, FhirClient, FhirNotFoundError
 from clinicflow.fhir.references import belongs_to_patient
 
 from ..errors import ToolFailed
-from ..manifest import build_manifest, render_manifest
+from ..manifest import build_manifest, concept_names, render_manifest, resource_codings
 from ..render import References, estimate_tokens, render_lines, render_resource, resource_date
 from .linked import resolve_references
 from .matching import matches_code_and_dates, matches_text
 from .query import SEARCH_PARAMS, SEARCHABLE_TYPES, RecordQuery
 
-__all__ = ["NOT_FOUND", "NO_PATIENT", "PATIENT_NOT_FOUND", "RecordReader", "SearchResult"]
+__all__ = ["NOT_FOUND", "NO_PATIENT", "PATIENT_NOT_FOUND", "REDIRECTED", "RecordReader", "SearchResult"]
 
 log = logging.getLogger(__name__)
 
 PATIENT_NOT_FOUND = "Tool failed: patient {patient_id!r} not found on the FHIR server"
 NO_PATIENT = "Tool failed: no patient is in context"
 NOT_FOUND = "No {what} found in the record{criteria} (not found in the record)."
+REDIRECTED = "No {asked} found with {criteria}; that concept is recorded as {found}:"
 _KNOWN_PATIENTS_CAP = 1024
 _HINT = "narrow by code or date"
 
@@ -38,6 +39,8 @@ class SearchResult:
     foreign_dropped: int = 0
     fetch_capped: bool = False
     refs: References | None = None
+    asked_type: str | None = None
+    """The type the search asked for, when it held no match and `query` names the one type that does."""
 
 
 class RecordReader:
@@ -92,8 +95,11 @@ class RecordReader:
             found = await plain.all(limit=self.max_fetch)
         return found, len(found) >= self.max_fetch
 
-    async def search(self, patient_id: str, query: RecordQuery) -> SearchResult:
-        """Resources of the patient matching the query, newest first (all of them, not cut to the limit)."""
+    async def search(self, patient_id: str, query: RecordQuery, *, redirect: bool = True) -> SearchResult:
+        """Resources of the patient matching the query, newest first (all of them, not cut to the limit).
+
+        With `redirect`, a search by code that matches nothing of its type is run on the one other type
+        whose concepts are exactly that code or display (see `_type_holding_concept`)."""
         patient = await self.patient(patient_id)
         if query.resource_type == "Patient":
             return SearchResult(query=query, resources=[patient])
@@ -103,6 +109,12 @@ class RecordReader:
             retry = replace(query, code=None, code_text=query.code)
             found, capped = await self._fetch(patient_id, retry, use_code=False)
             kept, dropped = self._filter(found, patient_id, retry)
+        if not kept and redirect:
+            holder = await self._type_holding_concept(patient_id, query)
+            if holder is not None:
+                moved = await self.search(patient_id, replace(query, resource_type=holder), redirect=False)
+                if moved.resources:
+                    return replace(moved, asked_type=query.resource_type)
         if dropped:
             log.warning(
                 "dropped %d %s resources not belonging to patient %s",
@@ -118,6 +130,37 @@ class RecordReader:
         return SearchResult(
             query=query, resources=kept, foreign_dropped=dropped, fetch_capped=capped, refs=refs
         )
+
+    async def _type_holding_concept(self, patient_id: str, query: RecordQuery) -> str | None:
+        """The one other searchable type of the record holding a concept whose code or whole display is the
+        query's bare code (a planner that copied a concept's name but chose the wrong type); None when no
+        type, or several, do. Only exact names count (`concept_names`), so a partial phrase never lands
+        on an unrelated type. The harness's `ToolView` replays this rule."""
+        wanted = " ".join((query.code or query.code_text or "").casefold().split())
+        if not wanted or query.system:
+            return None
+        holders = set()
+        for resource in await self._record_resources(patient_id):
+            rtype = resource.get("resourceType")
+            if rtype == query.resource_type or rtype not in SEARCH_PARAMS or not SEARCH_PARAMS[rtype].code:
+                continue
+            if not belongs_to_patient(resource, patient_id, self.client.base_url):
+                continue
+            if any(wanted in concept_names(coding) for coding in resource_codings(resource)):
+                holders.add(str(rtype))
+        return holders.pop() if len(holders) == 1 else None
+
+    async def _record_resources(self, patient_id: str) -> list[dict[str, Any]]:
+        """Everything the server holds for the patient ($everything, else one search per type)."""
+        try:
+            return await self.client.everything(patient_id, limit=self.max_fetch * 10)
+        except (FhirBadRequestError, FhirNotFoundError) as exc:
+            log.info("$everything unavailable (%s); using one search per type", exc)
+            resources = []
+            for rtype, params in SEARCH_PARAMS.items():
+                search = self.client.search(rtype).where({params.patient: patient_id})
+                resources += await search.all(limit=self.max_fetch)
+            return resources
 
     def _filter(
         self, found: Iterable[dict[str, Any]], patient_id: str, query: RecordQuery
@@ -143,7 +186,7 @@ class RecordReader:
         """The search answer as cited lines under the token budget, or a not-found sentence."""
         result = await self.search(patient_id, query)
         criteria = query.describe()
-        what = query.resource_type
+        what = result.query.resource_type
         if not result.resources:
             return NOT_FOUND.format(what=what, criteria=f" with {criteria}" if criteria else "")
         shown = result.resources[: query.limit]
@@ -153,6 +196,8 @@ class RecordReader:
         header += f", newest first (limit {query.limit}):" if total > query.limit else ", newest first:"
         if result.fetch_capped:
             header += f" [only the first {self.max_fetch} fetched; {_HINT}]"
+        if result.asked_type:
+            header = REDIRECTED.format(asked=result.asked_type, criteria=criteria, found=what) + "\n" + header
         body = render_lines(
             shown, self.token_budget - estimate_tokens(header) - 1, refs=refs, total=total, hint=_HINT
         )
@@ -161,14 +206,7 @@ class RecordReader:
     async def manifest_text(self, patient_id: str) -> str:
         """The record manifest (types, counts, date spans, frequent codes) as compact text."""
         patient = await self.patient(patient_id)
-        try:
-            resources = await self.client.everything(patient_id, limit=self.max_fetch * 10)
-        except (FhirBadRequestError, FhirNotFoundError) as exc:
-            log.info("$everything unavailable (%s); using one search per type", exc)
-            resources = []
-            for rtype, params in SEARCH_PARAMS.items():
-                search = self.client.search(rtype).where({params.patient: patient_id})
-                resources += await search.all(limit=self.max_fetch)
+        resources = await self._record_resources(patient_id)
         if not any(r.get("resourceType") == "Patient" and r.get("id") == patient_id for r in resources):
             resources.append(patient)
         manifest = build_manifest(resources, patient_id, types=SEARCHABLE_TYPES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,13 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tiny_dir: Path, tmp_path: Pa
     resumed = train_lora(split, tmp_path / "split", progress=False)
     assert stopped == [3]
     assert resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+
+    early = train_lora(replace(split, stop_after_steps=3), tmp_path / "early", progress=False)
+    assert early.optimizer_steps == 3
+    finished = train_lora(split, tmp_path / "early", progress=False)  # no stop: the same run to its end
+    assert finished.losses == pytest.approx(whole.losses, rel=1e-4)
+    with pytest.raises(TrainingDataError, match=r"other settings \(seed\)"):
+        train_lora(replace(split, seed=2), tmp_path / "early", progress=False)
 
 
 def test_bad_training_files_are_named(tmp_path: Path) -> None:

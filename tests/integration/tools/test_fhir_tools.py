@@ -144,6 +144,31 @@ async def test_code_forms_and_date_windows_match_the_bundle(
     assert got == want
 
 
+async def test_a_concept_under_the_wrong_type_is_searched_where_the_bundle_holds_it(
+    tools: dict[str, BaseTool], cohort: list[PatientBundle]
+) -> None:
+    search = tools["search_record"]
+    patient = max(cohort, key=lambda p: len(p.of_type("Observation")))
+    displays = Counter(first_coding(o["code"]).get("display") for o in patient.of_type("Observation"))
+    other_types = ("Condition", "Procedure", "DiagnosticReport", "Immunization", "MedicationRequest")
+    elsewhere = {
+        str(first_coding(r.get(CODE_PATHS[t][0])).get("display")).casefold()
+        for t in other_types
+        for r in patient.of_type(t)
+    }
+    display = next(d for d, n in displays.most_common() if n >= 2 and str(d).casefold() not in elsewhere)
+    expected = {
+        f"Observation/{o['id']}"
+        for o in patient.of_type("Observation")
+        if first_coding(o["code"]).get("display") == display
+    }
+    out = await run(search, patient.patient_id, resource_type="MedicationRequest", code=display, limit=100)
+    assert out.splitlines()[0] == (
+        f"No MedicationRequest found with code matching {display!r}; that concept is recorded as Observation:"
+    )
+    assert cited(out) == expected
+
+
 async def test_manifest_counts_spans_and_codes_match_the_bundle(
     tools: dict[str, BaseTool], cohort: list[PatientBundle]
 ) -> None:

@@ -187,6 +187,54 @@ async def test_not_found_in_the_record(tools: dict[str, BaseTool]) -> None:
     )
 
 
+async def test_a_concept_searched_under_the_wrong_type_is_found_where_it_is_recorded(
+    tools: dict[str, BaseTool],
+) -> None:
+    search = tools["search_record"]
+    out = (
+        await call(search, resource_type="MedicationRequest", code="Hemoglobin A1c/Hemoglobin.total in Blood")
+    ).content
+    lines = out.splitlines()
+    assert lines[0] == (
+        "No MedicationRequest found with code matching 'Hemoglobin A1c/Hemoglobin.total in Blood'; "
+        "that concept is recorded as Observation:"
+    )
+    assert lines[1].startswith("3 Observation found with code matching")
+    assert [line[-16:] for line in lines[2:]] == ["[Observation/o3]", "[Observation/o2]", "[Observation/o1]"]
+    tagless = (await call(search, resource_type="MedicationRequest", code="diabetes mellitus type 2")).content
+    assert tagless.splitlines()[0].endswith("that concept is recorded as Condition:")
+    assert tagless.endswith("[Condition/c1]")
+    by_code = (await call(search, resource_type="Condition", code="4548-4", date_from="2023")).content
+    assert by_code.splitlines()[1:] == [
+        "1 Observation found with code 4548-4, dated 2023-01-01 to …, newest first:",
+        by_code.splitlines()[2],
+    ]
+    assert by_code.endswith("[Observation/o3]")
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "code"),
+    [
+        ("MedicationRequest", "Hemoglobin A1c"),  # part of a display, not a whole one: no redirect
+        ("Condition", "Essential hypertension (disorder)"),  # only another patient has it
+        ("MedicationRequest", "Hemoglobin A1c/Hemoglobin.total in Blood|x"),  # a system|code form
+    ],
+)
+async def test_no_redirect_without_an_exact_concept_of_this_patient(
+    tools: dict[str, BaseTool], resource_type: str, code: str
+) -> None:
+    out = (await call(tools["search_record"], resource_type=resource_type, code=code)).content
+    assert out.startswith(f"No {resource_type} found in the record") and "(not found in the record)" in out
+
+
+async def test_no_redirect_when_the_dates_leave_nothing(tools: dict[str, BaseTool]) -> None:
+    out = await call(tools["search_record"], resource_type="Condition", code="Body Weight", date_to="2020")
+    assert out.content == (
+        "No Condition found in the record with code matching 'Body Weight', dated … to 2020-12-31 "
+        "(not found in the record)."
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -20,7 +20,9 @@ from typing import Any, Protocol, TypeVar
 from clinicflow.evals.ehrqa.facts import Concept, PatientFacts, core_name, norm_text
 from clinicflow.evals.ehrqa.questions import AnswerKind, Category, GoldCall, Question
 from clinicflow.evals.ehrqa.terminology import Hierarchy
-from clinicflow.tools.manifest import resource_codings
+from clinicflow.tools.fhir_tools.matching import contains_words
+from clinicflow.tools.fhir_tools.query import SEARCH_PARAMS
+from clinicflow.tools.manifest import concept_names, resource_codings
 from clinicflow.tools.render import estimate_tokens, render_resource, resource_date
 
 __all__ = [
@@ -107,6 +109,22 @@ class _Row:
     cost: int
 
 
+@dataclass(frozen=True)
+class _Coded:
+    """A resource of a code-searchable type as the tool's redirect sees it: its day, exact names, displays."""
+
+    day: str
+    names: frozenset[str]
+    displays: str
+
+    @classmethod
+    def of(cls, resource: Mapping[str, Any]) -> _Coded:
+        codings = resource_codings(resource)
+        names = frozenset(n for c in codings for n in concept_names(c))
+        displays = " ".join(str(c.get("display") or "") for c in codings)
+        return cls((resource_date(resource) or "")[:10], names, displays)
+
+
 class ToolView:
     """Replays what `search_record` would show for a call over one patient's record."""
 
@@ -114,9 +132,13 @@ class ToolView:
         self.token_budget = token_budget
         self.limit = limit
         self.rows: dict[str, list[_Row]] = {}
+        self.coded: dict[str, list[_Coded]] = {}
         self._shown: dict[GoldCall, set[str]] = {}
         for r in resources:
             rtype = str(r.get("resourceType"))
+            params = SEARCH_PARAMS.get(rtype)
+            if params is not None and params.code:
+                self.coded.setdefault(rtype, []).append(_Coded.of(r))
             if rtype not in _SEARCHABLE:
                 continue
             codings = resource_codings(r)
@@ -165,7 +187,31 @@ class ToolView:
         if self.matches(call):
             return False
         code = (call.code or "").rpartition("|")[2].casefold()
-        return not any(code in r.displays.casefold() for r in self.rows.get(call.resource_type, []))
+        if any(code in r.displays.casefold() for r in self.rows.get(call.resource_type, [])):
+            return False
+        return not self._redirected(call)
+
+    def _redirected(self, call: GoldCall) -> bool:
+        """Whether the tool would list the call's concept under the one other type that holds it
+        (`RecordReader._type_holding_concept`), in the call's dates."""
+        if not call.code or "|" in call.code:
+            return False
+        wanted = " ".join(call.code.casefold().split())
+        holders = [
+            t
+            for t, rows in self.coded.items()
+            if t != call.resource_type and any(wanted in r.names for r in rows)
+        ]
+        if len(holders) != 1:
+            return False
+        return any(
+            (wanted in r.names or contains_words(r.displays, wanted))
+            and (
+                not (call.date_from or call.date_to)
+                or (r.day and (call.date_from or "") <= r.day <= (call.date_to or "9999"))
+            )
+            for r in self.coded[holders[0]]
+        )
 
 
 @dataclass
