@@ -188,16 +188,18 @@ async def resume_workflow(
     if not snapshot.values:
         raise error(f"no checkpointed run under thread id {thread_id!r}")
     pending = pending_approval(snapshot.interrupts)
-    if pending is not None:
+    if pending is None and decision is not None:
+        raise error(f"thread {thread_id} has no write awaiting approval")
+
+    async def given(_interrupt_id: str) -> Any:
         if decision is None:
-            return _output(workflow, thread_id, snapshot.values, pending)
+            return None
         try:
-            parsed = parse_decision(decision)
+            return parse_decision(decision).model_dump(mode="json")
         except ValueError as exc:
             raise error(str(exc)) from None
-        return await _invoke(workflow, graph, Command(resume=parsed.model_dump(mode="json")), run_config)
-    if decision is not None:
-        raise error(f"thread {thread_id} has no write awaiting approval")
-    if snapshot.next:
-        return await _invoke(workflow, graph, None, run_config)
-    return _output(workflow, thread_id, snapshot.values, None)
+
+    payload = await next_input(snapshot, dict, given)  # `dict` is never called: the thread has values
+    if payload is AWAITING_DECISION or (payload is None and not snapshot.next):
+        return _output(workflow, thread_id, snapshot.values, pending)
+    return await _invoke(workflow, graph, payload, run_config)
