@@ -1,6 +1,6 @@
-"""Side by side: two EHRQA harness runs over the same questions (e.g. base 270M against the tuned default).
+"""Side by side: EHRQA harness runs over the same questions (e.g. base 270M against the tuned default).
 
-Each folder is the `--out` of `clinicflow eval ehrqa`; both must hold the same question set (checked by the
+Each folder is the `--out` of `clinicflow eval ehrqa`; all must hold the same question set (checked by the
 digest in run.json). Prints per-category and mean accuracy and writes them, with the machine, to JSON::
 
     clinicflow eval ehrqa --data COHORT --mode agentic --model gemma-3-270m --out runs/base ...
@@ -41,20 +41,23 @@ def _grounding(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs=2, type=Path)
+    parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--names", default="base,tuned")
     parser.add_argument("--mode", default="agentic")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.names.split(",")
+    if len(names) != len(args.folders) or len(names) < 2:
+        sys.exit("give two or more run folders and as many --names")
     manifests = [json.loads((folder / "run.json").read_text()) for folder in args.folders]
     digests = {m.get("questions_sha256") for m in manifests}
     if len(digests) != 1:
-        sys.exit("the two runs hold different question sets; rerun with the same data, seed and options")
+        sys.exit("the runs hold different question sets; rerun with the same data, seed and options")
     results = [_results(folder, args.mode) for folder in args.folders]
-    # Only the questions both runs finished, so a run cut short is compared on the same questions.
-    common = sorted(set(results[0]) & set(results[1]))
-    print(f"{len(common)} questions finished by both runs ({len(results[0])} and {len(results[1])} in all)")
+    # Only the questions every run finished, so a run cut short is compared on the same questions.
+    common = sorted(set.intersection(*(set(r) for r in results)))
+    counts = ", ".join(str(len(r)) for r in results)
+    print(f"{len(common)} questions finished by every run ({counts} in all)")
     runs = {
         name: (manifest, {**summarize(done[q] for q in common), **_grounding([done[q] for q in common])})
         for name, manifest, done in zip(names, manifests, results, strict=True)
