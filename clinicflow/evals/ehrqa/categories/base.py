@@ -125,6 +125,13 @@ class _Coded:
         return cls((resource_date(resource) or "")[:10], names, displays)
 
 
+def _in_dates(day: str, call: GoldCall) -> bool:
+    """Whether a resource of `day` ("" when undated) lies in the call's dates, as the tool filters them."""
+    if not (call.date_from or call.date_to):
+        return True
+    return bool(day) and (call.date_from or "") <= day <= (call.date_to or "9999")
+
+
 class ToolView:
     """Replays what `search_record` would show for a call over one patient's record."""
 
@@ -161,11 +168,7 @@ class ToolView:
         rows = [
             r
             for r in self.rows.get(call.resource_type, [])
-            if self._code_matches(r, call.code)
-            and (
-                not (call.date_from or call.date_to)
-                or (r.day and (call.date_from or "") <= r.day <= (call.date_to or "9999"))
-            )
+            if self._code_matches(r, call.code) and _in_dates(r.day, call)
         ]
         return sorted(rows, key=lambda r: r.day, reverse=True)
 
@@ -205,11 +208,7 @@ class ToolView:
         if len(holders) != 1:
             return False
         return any(
-            (wanted in r.names or contains_words(r.displays, wanted))
-            and (
-                not (call.date_from or call.date_to)
-                or (r.day and (call.date_from or "") <= r.day <= (call.date_to or "9999"))
-            )
+            (wanted in r.names or contains_words(r.displays, wanted)) and _in_dates(r.day, call)
             for r in self.coded[holders[0]]
         )
 
