@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.pregel import Pregel
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
@@ -36,8 +35,9 @@ from clinicflow.api.metrics import Metrics
 from clinicflow.api.run_observer import RunContext, RunObserver
 from clinicflow.api.store import NewEvent, RunRow, Store, utcnow
 from clinicflow.api.workflows import Workflow, WorkflowDeps, WorkflowRegistry, jsonable
-from clinicflow.graphs.runner import AWAITING_DECISION, next_input
+from clinicflow.graphs.runner import AWAITING_DECISION, RunEnd, next_input, run_end, stream_run
 from clinicflow.graphs.telemetry import INSTRUMENTATION, SpanRecorder
+from clinicflow.graphs.workflow import Graph
 
 __all__ = ["QueueFullError", "RunContext", "RunObserver", "WorkerPool"]
 
@@ -235,13 +235,14 @@ class WorkerPool:
                 if reason in ("recovery", "resume"):
                     ctx.scope.audit("run.resume", attempt=run.attempts, reason=reason)
                 await ctx.flush()
-                cancelled = False
-                if payload is not AWAITING_DECISION:
-                    cancelled = await self._stream(graph, payload, config, ctx)
-                if cancelled:
+                if payload is AWAITING_DECISION:
+                    end: RunEnd | None = await run_end(graph, config)
+                else:
+                    end = await self._stream(graph, payload, config, ctx)
+                if end is None:
                     await self._finish(run, "cancelled", ctx=ctx)
                     return
-                await self._settle(graph, config, run, workflow, ctx)
+                await self._settle(end, run, workflow, ctx)
             except _LostLease:
                 log.warning("run %s: lease lost to another server; stopping here", run_id)
                 await ctx.flush()
@@ -253,17 +254,15 @@ class WorkerPool:
                 log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
                 await self._finish(run, "failed", ctx=ctx, error=f"{type(exc).__name__}: {exc}")
 
-    async def _settle(
-        self, graph: Pregel, config: RunnableConfig, run: RunRow, workflow: Workflow, ctx: RunContext
-    ) -> None:
-        """After streaming: wait for an approval, or store the result (with provenance for an answer)."""
-        snapshot = await graph.aget_state(config)
-        if snapshot.interrupts:
-            await self._wait_for_approval(run, ctx, snapshot.interrupts)
+    async def _settle(self, end: RunEnd, run: RunRow, workflow: Workflow, ctx: RunContext) -> None:
+        """Where the run stopped: wait for an approval, or store the result (with provenance for an
+        answer)."""
+        if end.interrupts:
+            await self._wait_for_approval(run, ctx, end.interrupts)
             return
-        if snapshot.next:
-            raise RuntimeError(f"the graph stopped before its end; next: {', '.join(snapshot.next)}")
-        result = workflow.result(run.id, snapshot.values)
+        if end.next:
+            raise RuntimeError(f"the graph stopped before its end; next: {', '.join(end.next)}")
+        result = workflow.result(run.id, end.values)
         citations = result.get("citations")
         if isinstance(citations, list) and "answer" in result:
             result["provenance"] = provenance(
@@ -273,7 +272,7 @@ class WorkerPool:
             ctx.emit(ANSWER, answer)
         await self._finish(run, "completed", ctx=ctx, result=result)
 
-    async def _payload(self, graph: Pregel, config: RunnableConfig, run: RunRow, workflow: Workflow) -> Any:
+    async def _payload(self, graph: Graph, config: RunnableConfig, run: RunRow, workflow: Workflow) -> Any:
         """What to stream (`graphs.runner.next_input`), with the decision recorded in the store."""
 
         async def decision(interrupt_id: str) -> Any:
@@ -285,27 +284,27 @@ class WorkerPool:
 
         return await next_input(await graph.aget_state(config), start, decision)
 
-    async def _stream(self, graph: Pregel, payload: Any, config: RunnableConfig, ctx: RunContext) -> bool:
-        """Stream the graph, turning chunks into events; True when the run was cancelled."""
+    async def _stream(
+        self, graph: Graph, payload: Any, config: RunnableConfig, ctx: RunContext
+    ) -> RunEnd | None:
+        """Stream the graph (`graphs.runner.stream_run`), turning chunks into events; None when the run
+        was cancelled."""
         cancel = self._cancels.get(ctx.run_id) or asyncio.Event()
 
-        async def consume() -> bool:
-            async for mode, chunk in graph.astream(
-                payload, config, stream_mode=["tasks", "updates", "custom"], durability="sync"
-            ):
-                self._translate(ctx, mode, chunk)
-                if mode == "tasks" and "input" not in chunk:
-                    continue
-                await ctx.flush()
-                if mode == "updates":
-                    requested, owner = await self.store.control(ctx.run_id)
-                    if requested:
-                        return True
-                    if owner != self.worker_id:
-                        raise _LostLease
+        async def on_chunk(mode: str, chunk: Any) -> bool:
+            self._translate(ctx, mode, chunk)
+            if mode == "values" or (mode == "tasks" and "input" not in chunk):
+                return False
+            await ctx.flush()
+            if mode == "updates":
+                requested, owner = await self.store.control(ctx.run_id)
+                if requested:
+                    return True
+                if owner != self.worker_id:
+                    raise _LostLease
             return False
 
-        runner = asyncio.create_task(consume())
+        runner = asyncio.create_task(stream_run(graph, payload, config, on_chunk))
         stopper = asyncio.create_task(cancel.wait())
         try:
             done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -319,7 +318,7 @@ class WorkerPool:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
-        return True
+        return None
 
     @staticmethod
     def _translate(ctx: RunContext, mode: str, chunk: Any) -> None:

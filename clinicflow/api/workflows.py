@@ -12,8 +12,6 @@ import asyncio
 import importlib
 import re
 
-from langgraph.pregel import Pregel
-
 from clinicflow.graphs.active_medications.workflow import ACTIVE_MEDICATIONS
 from clinicflow.graphs.ehr_qa.workflow import EHR_QA, EhrQaInput
 from clinicflow.graphs.ehr_task.workflow import EHR_TASK, EhrTaskInput
@@ -25,6 +23,7 @@ from clinicflow.graphs.encounter.workflow import (
 )
 from clinicflow.graphs.inputs import PATIENT_ID_PATTERN, PatientId, bounded_json
 from clinicflow.graphs.workflow import (
+    Graph,
     PatientNotFoundError,
     Workflow,
     WorkflowDeps,
@@ -82,7 +81,7 @@ class WorkflowRegistry:
 
     def __init__(self) -> None:
         self._workflows: dict[str, Workflow] = {}
-        self._graphs: dict[str, Pregel] = {}
+        self._graphs: dict[str, Graph] = {}
         self._lock = asyncio.Lock()
 
     def register(self, workflow: Workflow, *, replace: bool = False) -> None:
@@ -113,7 +112,7 @@ class WorkflowRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._workflows
 
-    async def graph(self, name: str, deps: WorkflowDeps) -> Pregel:
+    async def graph(self, name: str, deps: WorkflowDeps) -> Graph:
         """The compiled graph of a workflow, built on first use."""
         async with self._lock:
             if name not in self._graphs:

@@ -92,19 +92,24 @@ class AgentStep:
     trace_args: Mapping[str, Any] = field(default_factory=dict)
 
     async def __call__(
-        self, messages: list[BaseMessage], config: RunnableConfig, *, streak: int
+        self,
+        messages: list[BaseMessage],
+        config: RunnableConfig,
+        *,
+        streak: int,
+        max_retries: int | None = None,
     ) -> StepOutcome:
-        """Call the model; `streak` is the number of invalid replies in a row before this one."""
+        """Call the model; `streak` is the number of invalid replies in a row before this one, and
+        `max_retries` (default: the step's own) how many of them it may retry."""
         reply, event = await self.call(messages, config)
         if reply.tool_calls:
             return StepOutcome(self.accept(reply, event), event, accepted=True)
         reason = invalid_reason(reply)
         event["error"] = f"invalid tool call: {reason}"
         streak += 1
+        bound = self.max_retries if max_retries is None else max_retries
         retry = [AIMessage(content=self.render(reply)), self.retry_message(reason, self.tool_names)]
-        return StepOutcome(
-            reply, event, False, reason, retry, streak=streak, gave_up=streak > self.max_retries
-        )
+        return StepOutcome(reply, event, False, reason, retry, streak=streak, gave_up=streak > bound)
 
     async def call(
         self, messages: list[BaseMessage], config: RunnableConfig | None

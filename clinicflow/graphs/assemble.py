@@ -9,13 +9,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-__all__ = ["assemble", "check_limits"]
-
-
-def check_limits(max_steps: int, max_retries: int) -> None:
-    """Refuse a step bound below 1 or a negative retry bound."""
-    if max_steps < 1 or max_retries < 0:
-        raise ValueError(f"need max_steps >= 1 and max_retries >= 0, got {max_steps} and {max_retries}")
+__all__ = ["assemble"]
 
 
 def assemble(
@@ -29,7 +23,7 @@ def assemble(
     recursion_limit: int,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Add the nodes, edges and routers (node -> router) to `builder`, compile it under `name` and bound
-    the supersteps of a run."""
+    the supersteps of a run (`graphs.limits`: the nodes end a run before it reaches that bound)."""
     for node, action in nodes.items():
         builder.add_node(node, action)
     for start, end in edges:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -31,6 +32,6 @@ def thread_config(config: RunnableConfig | None, thread_id: str) -> RunnableConf
     return merged
 
 
-def has_checkpointer(graph: Pregel) -> bool:
+def has_checkpointer(graph: Pregel[Any, Any, Any, Any]) -> bool:
     """Whether the compiled graph saves checkpoints (and so can resume)."""
     return isinstance(graph.checkpointer, BaseCheckpointSaver)

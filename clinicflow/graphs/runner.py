@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.pregel import Pregel
 from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel
 
 from clinicflow.fhir import FHIR_ID
 from clinicflow.graphs.checkpoints import has_checkpointer, thread_config
 from clinicflow.graphs.text import unstorable_character
-from clinicflow.graphs.workflow import Workflow
+from clinicflow.graphs.workflow import Graph, Workflow
 from clinicflow.tools.write_tools import APPROVAL_REQUEST_KIND, parse_decision
 
 __all__ = [
     "AWAITING_DECISION",
+    "RunEnd",
     "RunError",
     "RunInputError",
     "RunStoppedError",
@@ -35,8 +36,10 @@ __all__ = [
     "next_input",
     "pending_approval",
     "resume_workflow",
+    "run_end",
     "run_input",
     "run_workflow",
+    "stream_run",
 ]
 
 
@@ -106,42 +109,97 @@ async def next_input(
     return None
 
 
-def _output(
-    workflow: Workflow, thread_id: str, values: Mapping[str, Any], pending: dict[str, Any] | None
-) -> Any:
+@dataclass(frozen=True)
+class RunEnd:
+    """Where a run stopped: its state values, the write awaiting approval (if any), the interrupts it
+    stopped at, and the nodes still to run (empty when the graph reached its end)."""
+
+    values: dict[str, Any]
+    pending: dict[str, Any] | None = None
+    interrupts: tuple[Any, ...] = ()
+    next: tuple[str, ...] = ()
+
+
+STREAM_MODES: Final = ("values", "tasks", "updates", "custom")
+"""What `stream_run` streams: state values, node starts and ends, node updates, and progress."""
+
+
+async def run_end(
+    graph: Graph, config: RunnableConfig, values: Mapping[str, Any] | None = None, interrupts: Any = ()
+) -> RunEnd:
+    """Read where a run stopped: from its checkpoint when the graph has a checkpointer (the streamed
+    `values` on top), else from the streamed `values` and `interrupts` alone."""
+    values = dict(values or {})
+    if not has_checkpointer(graph):
+        return RunEnd(values, pending_approval(interrupts), tuple(interrupts))
+    snapshot = await graph.aget_state(config)
+    return RunEnd(
+        {**snapshot.values, **values},
+        pending_approval(interrupts) or pending_approval(snapshot.interrupts),
+        tuple(snapshot.interrupts),
+        tuple(snapshot.next),
+    )
+
+
+async def stream_run(
+    graph: Graph,
+    payload: Any,
+    config: RunnableConfig,
+    on_chunk: Callable[[str, Any], Awaitable[bool]] | None = None,
+    *,
+    context: Any = None,
+) -> RunEnd | None:
+    """Stream `payload` through the graph (each step checkpointed before the next begins) and read where
+    it stopped. `on_chunk(mode, chunk)` sees every chunk (modes: `STREAM_MODES`); it stops the stream by
+    answering True, and then the answer is None. `context` is the run context (`graphs.limits`)."""
+    values: dict[str, Any] = {}
+    interrupts: tuple[Any, ...] = ()
+    options: dict[str, Any] = {"durability": "sync"} if has_checkpointer(graph) else {}
+    if context is not None:
+        options["context"] = context
+    async for mode, chunk in graph.astream(payload, config, stream_mode=list(STREAM_MODES), **options):
+        if mode in ("values", "updates") and isinstance(chunk, Mapping) and "__interrupt__" in chunk:
+            interrupts += tuple(chunk["__interrupt__"])
+        elif mode == "values" and isinstance(chunk, Mapping):
+            values = dict(chunk)
+        if on_chunk is not None and await on_chunk(mode, chunk):
+            return None
+    return await run_end(graph, config, values, interrupts)
+
+
+def _output(workflow: Workflow, thread_id: str, end: RunEnd) -> Any:
     if workflow.output is not None:
-        return workflow.output(thread_id, values, pending)
-    return workflow.result(thread_id, values)
+        return workflow.output(thread_id, end.values, end.pending)
+    return workflow.result(thread_id, end.values)
 
 
-async def _invoke(workflow: Workflow, graph: Pregel, payload: Any, config: RunnableConfig) -> Any:
+async def _invoke(
+    workflow: Workflow, graph: Graph, payload: Any, config: RunnableConfig, context: Any = None
+) -> Any:
     thread_id = config["configurable"]["thread_id"]
     try:
-        values = await graph.ainvoke(payload, config)
+        end = await stream_run(graph, payload, config, context=context)
     except RunError:
         raise
     except Exception as exc:
         if workflow.errors.run is None:
             raise
         raise workflow.errors.run(thread_id, exc) from exc
-    values = dict(values)
-    pending = pending_approval(values.pop("__interrupt__", None))
-    if has_checkpointer(graph):
-        snapshot = await graph.aget_state(config)
-        values = {**snapshot.values, **values}
-        pending = pending or pending_approval(snapshot.interrupts)
-    return _output(workflow, thread_id, values, pending)
+    assert end is not None  # no `on_chunk`: nothing stops the stream
+    return _output(workflow, thread_id, end)
 
 
 async def run_workflow(
     workflow: Workflow,
-    graph: Pregel,
+    graph: Graph,
     payload: Mapping[str, Any],
     *,
     thread_id: str | None = None,
     config: RunnableConfig | None = None,
+    context: Any = None,
 ) -> Any:
-    """Start a run from `payload` (its initial state); with a known `thread_id`, continue or return it."""
+    """Start a run from `payload` (its initial state); with a known `thread_id`, continue or return it.
+    `context` is the run context, e.g. `RunLimits` (`graphs.limits`); a resumed run needs it again."""
     thread_id = thread_id or (config or {}).get("configurable", {}).get("thread_id") or uuid.uuid4().hex
     run_config = thread_config(config, thread_id)
     if has_checkpointer(graph):
@@ -153,31 +211,33 @@ async def run_workflow(
                 raise workflow.errors.input(
                     f"thread {thread_id} holds another {workflow.subject} ({shown}); use a new thread id"
                 )
-            return await resume_workflow(workflow, graph, thread_id, config=config)
-    return await _invoke(workflow, graph, dict(payload), run_config)
+            return await resume_workflow(workflow, graph, thread_id, config=config, context=context)
+    return await _invoke(workflow, graph, dict(payload), run_config, context)
 
 
 async def run_input(
     workflow: Workflow,
-    graph: Pregel,
+    graph: Graph,
     data: BaseModel,
     *,
     thread_id: str | None = None,
     config: RunnableConfig | None = None,
+    context: Any = None,
 ) -> Any:
     """Start a run from a validated Input model."""
     return await run_workflow(
-        workflow, graph, workflow.initial_state(data), thread_id=thread_id, config=config
+        workflow, graph, workflow.initial_state(data), thread_id=thread_id, config=config, context=context
     )
 
 
 async def resume_workflow(
     workflow: Workflow,
-    graph: Pregel,
+    graph: Graph,
     thread_id: str,
     decision: Any = None,
     *,
     config: RunnableConfig | None = None,
+    context: Any = None,
 ) -> Any:
     """Continue a run: with a decision when a write awaits approval, without one after a crash."""
     error = workflow.errors.input
@@ -201,5 +261,5 @@ async def resume_workflow(
 
     payload = await next_input(snapshot, dict, given)  # `dict` is never called: the thread has values
     if payload is AWAITING_DECISION or (payload is None and not snapshot.next):
-        return _output(workflow, thread_id, snapshot.values, pending)
-    return await _invoke(workflow, graph, payload, run_config)
+        return _output(workflow, thread_id, RunEnd(dict(snapshot.values), pending))
+    return await _invoke(workflow, graph, payload, run_config, context)

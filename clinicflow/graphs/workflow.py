@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from pydantic import BaseModel
@@ -22,8 +23,10 @@ from pydantic import BaseModel
 from clinicflow.fhir import FhirClient, FhirError, FhirNotFoundError
 from clinicflow.graphs.hidden_args import RUNTIME_ARGS
 from clinicflow.settings import Settings
+from clinicflow.tools import make_fhir_tools
 
 __all__ = [
+    "Graph",
     "PatientNotFoundError",
     "RunErrors",
     "Workflow",
@@ -32,6 +35,10 @@ __all__ = [
     "check_patient_exists",
     "jsonable",
 ]
+
+
+Graph = Pregel[Any, Any, Any, Any]
+"""A compiled workflow graph, whatever its state, run context, input and output schemas."""
 
 
 class WorkflowInputError(ValueError):
@@ -65,6 +72,14 @@ class WorkflowDeps:
         if self.fhir is None:
             raise WorkflowInputError("this workflow needs a FHIR server (CLINICFLOW_FHIR_URL)")
         return self.fhir
+
+    def record_tools(self) -> list[BaseTool]:
+        """The patient-scoped record tools on the FHIR client, within the settings' token budgets."""
+        return make_fhir_tools(
+            self.require_fhir(),
+            token_budget=self.settings.evidence_token_budget,
+            manifest_budget=self.settings.manifest_token_budget,
+        )
 
 
 def jsonable(value: Any) -> Any:
@@ -123,7 +138,7 @@ class Workflow:
     name: str
     description: str
     input_model: type[BaseModel]
-    build: Callable[[WorkflowDeps], Awaitable[Pregel]]
+    build: Callable[[WorkflowDeps], Awaitable[Graph]]
     writes: bool = False
     initial_state: Callable[[BaseModel], dict[str, Any]] = lambda data: data.model_dump()
     result: Callable[[str, Mapping[str, Any]], dict[str, Any]] = _default_result

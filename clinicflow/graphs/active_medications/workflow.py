@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.pregel import Pregel
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinicflow.graphs.inputs import PatientId
-from clinicflow.graphs.workflow import Workflow, WorkflowDeps, check_patient_exists
+from clinicflow.graphs.workflow import Graph, Workflow, WorkflowDeps, check_patient_exists
 
 
 class MedicationsInput(BaseModel):
@@ -33,7 +32,7 @@ class State(TypedDict, total=False):
     citations: list[str]
 
 
-async def _build(deps: WorkflowDeps) -> Pregel:
+async def _build(deps: WorkflowDeps) -> Graph:
     fhir = deps.require_fhir()
 
     async def read(state: State) -> dict[str, Any]:

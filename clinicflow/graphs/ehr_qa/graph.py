@@ -16,13 +16,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from clinicflow.graphs.assemble import assemble, check_limits
+from clinicflow.graphs.assemble import assemble
 from clinicflow.graphs.ehr_qa.nodes import EhrQaNodes
 from clinicflow.graphs.ehr_qa.state import InputState, OutputState, State
+from clinicflow.graphs.limits import RunLimits
 
 __all__ = ["build_ehr_qa_graph", "route_after_plan", "route_after_retrieve"]
 
-EhrQaGraph = CompiledStateGraph[State, None, InputState, OutputState]
+EhrQaGraph = CompiledStateGraph[State, RunLimits, InputState, OutputState]
 
 
 def route_after_plan(state: State) -> Literal["retrieve", "plan", "extract"]:
@@ -51,15 +52,14 @@ def build_ehr_qa_graph(
 ) -> EhrQaGraph:
     """Compile the graph around one chat model and one set of patient-scoped tools.
 
-    `max_steps` bounds planner calls per run; `max_retries` bounds retries after an invalid reply.
+    `max_steps` bounds planner calls per run; `max_retries` bounds retries after an invalid reply; a run
+    may pass its own as `context=RunLimits(...)` (`graphs.limits`).
     When a tool named `manifest_tool` is given, the first step calls it without asking the model.
     """
-    check_limits(max_steps, max_retries)
-    nodes = EhrQaNodes(
-        model, tools, max_steps=max_steps, max_retries=max_retries, manifest_tool=manifest_tool
-    )
+    limits = RunLimits(max_steps, max_retries)
+    nodes = EhrQaNodes(model, tools, limits=limits, manifest_tool=manifest_tool)
     return assemble(
-        StateGraph(State, input_schema=InputState, output_schema=OutputState),
+        StateGraph(State, context_schema=RunLimits, input_schema=InputState, output_schema=OutputState),
         nodes={name: getattr(nodes, name) for name in ("plan", "retrieve", "extract", "answer")},
         edges=[(START, "plan"), ("extract", "answer"), ("answer", END)],
         routes={"plan": route_after_plan, "retrieve": route_after_retrieve},

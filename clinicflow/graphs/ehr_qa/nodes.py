@@ -52,6 +52,7 @@ from clinicflow.graphs.agent_step import AgentStep, call_model, invalid_reason
 from clinicflow.graphs.ehr_qa.claims import ClaimCheck, check_answer
 from clinicflow.graphs.ehr_qa.state import EvidenceRecord, FactRecord, State, Status, TraceRecord
 from clinicflow.graphs.hidden_args import hidden_args, input_fields
+from clinicflow.graphs.limits import RunLimits, out_of_supersteps
 from clinicflow.graphs.tool_round import guarded_tool_node, read_tool_round
 from clinicflow.graphs.trace import shorten as _short
 from clinicflow.graphs.trace import trace_event as _event
@@ -132,6 +133,10 @@ def _split_citations(raw: Sequence[str], known: set[str]) -> tuple[list[str], li
     return list(kept), list(dropped)
 
 
+_SUPERSTEPS_TO_FINISH = 4
+"""plan (this one), retrieve its calls, extract, answer."""
+
+
 class EhrQaNodes:
     """The graph's nodes, holding the bound model and the tool node built once per graph."""
 
@@ -140,15 +145,13 @@ class EhrQaNodes:
         model: BaseChatModel,
         tools: Sequence[BaseTool],
         *,
-        max_steps: int,
-        max_retries: int,
+        limits: RunLimits,
         manifest_tool: str | None,
     ) -> None:
         names = [t.name for t in tools]
         if len(set(names)) != len(names) or FINISH_TOOL_NAME in names:
             raise ValueError(f"tool names must be unique and not {FINISH_TOOL_NAME!r}: {names}")
-        self.max_steps = max_steps
-        self.max_retries = max_retries
+        self.limits = limits
         self.manifest_tool = manifest_tool if manifest_tool in names else None
         if self.manifest_tool is not None:
             manifest = next(t for t in tools if t.name == self.manifest_tool)
@@ -167,7 +170,7 @@ class EhrQaNodes:
             name=PLANNER.name,
             tool_names=self.planner_tool_names,
             hidden=hidden_args(planner_tools),
-            max_retries=max_retries,
+            max_retries=limits.max_retries,
             render=render_reply,
             retry_message=invalid_reply_message,
             trace_args={"tool_choice": PLANNER.tool_choice},
@@ -175,8 +178,9 @@ class EhrQaNodes:
         self._model = model
         self.tool_node = guarded_tool_node(planner_tools, name="retrieve", templates=TOOL_TEMPLATES)
 
-    async def plan(self, state: State, config: RunnableConfig) -> dict[str, Any]:
-        """Ask the planner for the next tool calls; the first step reads the record's manifest."""
+    async def plan(self, state: State, config: RunnableConfig, runtime: Any = None) -> dict[str, Any]:
+        """Ask the planner for the next tool calls; the first step reads the record's manifest. Retrieval
+        ends at the run's step limit, or where only the supersteps to finish it are left."""
         history = state.get("messages", [])
         if not history and self.manifest_tool is not None:
             call = ToolCall(
@@ -184,12 +188,19 @@ class EhrQaNodes:
             )
             return {"messages": [AIMessage(content="", tool_calls=[call])], "steps": 0}
 
+        limits = self.limits.of(runtime)
         step = await self._planner(
-            planner_messages(state["question"], history), config, streak=state.get("invalid_streak", 0)
+            planner_messages(state["question"], history),
+            config,
+            streak=state.get("invalid_streak", 0),
+            max_retries=limits.max_retries,
         )
         steps = state.get("steps", 0) + 1
-        done = steps >= self.max_steps
+        done = steps >= limits.max_steps
         update: dict[str, Any] = {"steps": steps, "trace": [step.event]}
+        if not done and out_of_supersteps(state, _SUPERSTEPS_TO_FINISH):
+            done = True
+            update["errors"] = [f"recursion limit near after {steps} steps: retrieval stopped"]
         if step.accepted:
             done = done or any(c["name"] == FINISH_TOOL_NAME for c in step.reply.tool_calls)
             return update | {"messages": [step.reply], "invalid_streak": 0, "retrieval_done": done}
@@ -220,13 +231,14 @@ class EhrQaNodes:
         role: Role,
         messages: list[BaseMessage],
         config: RunnableConfig,
+        max_retries: int,
     ) -> tuple[BaseModel | None, list[TraceRecord], list[str]]:
         """Call a role until it returns valid output of its contract, at most 1 + max_retries times."""
         assert role.output_schema is not None and role.output_tool_name is not None
         conversation = list(messages)
         trace: list[TraceRecord] = []
         reason = ""
-        for _ in range(self.max_retries + 1):
+        for _ in range(max_retries + 1):
             reply, event = await call_model(
                 runnable,
                 conversation,
@@ -244,11 +256,11 @@ class EhrQaNodes:
                 AIMessage(content=render_reply(reply)),
                 invalid_reply_message(reason, [role.output_tool_name]),
             ]
-        failure = f"{role.name} gave up after {self.max_retries + 1} invalid replies; last: {reason}"
+        failure = f"{role.name} gave up after {max_retries + 1} invalid replies; last: {reason}"
         trace.append(_event("model", role.name, summary="no valid output", error=failure))
         return None, trace, [failure]
 
-    async def extract(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+    async def extract(self, state: State, config: RunnableConfig, runtime: Any = None) -> dict[str, Any]:
         """Keep only the facts relevant to the question, each with citations found in the evidence."""
         evidence = state.get("evidence", [])
         if not evidence:
@@ -259,6 +271,7 @@ class EhrQaNodes:
             EXTRACTOR,
             extractor_messages(state["question"], [e["text"] for e in evidence]),
             config,
+            self.limits.of(runtime).max_retries,
         )
         if not isinstance(parsed, ExtractedFacts):
             errors.append("extractor failed: all evidence lines are passed on as facts")
@@ -280,7 +293,7 @@ class EhrQaNodes:
                 )
         return {"facts": facts, "trace": trace, "errors": errors}
 
-    async def answer(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+    async def answer(self, state: State, config: RunnableConfig, runtime: Any = None) -> dict[str, Any]:
         """Answer from the facts, citing only retrieved evidence; refuse when nothing supports an answer."""
         facts = state.get("facts", [])
         prior_errors = state.get("errors", [])
@@ -292,6 +305,7 @@ class EhrQaNodes:
             ANSWERER,
             answerer_messages(state["question"], [Fact.model_validate(f) for f in facts]),
             config,
+            self.limits.of(runtime).max_retries,
         )
         if not isinstance(parsed, FinalAnswer):
             return {

@@ -7,17 +7,17 @@ same thread id continues an interrupted run from its last finished step.
 from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.pregel import Pregel
 
 from clinicflow.graphs.ehr_qa.result import EhrQaInputError, EhrQaResult
 from clinicflow.graphs.ehr_qa.workflow import EHR_QA
 from clinicflow.graphs.runner import check_patient_id, check_text, resume_workflow, run_workflow
+from clinicflow.graphs.workflow import Graph
 
 __all__ = ["resume_ehr_qa", "run_ehr_qa"]
 
 
 async def run_ehr_qa(
-    graph: Pregel,
+    graph: Graph,
     question: str,
     patient_id: str,
     *,
@@ -33,9 +33,7 @@ async def run_ehr_qa(
     return result
 
 
-async def resume_ehr_qa(
-    graph: Pregel, thread_id: str, *, config: RunnableConfig | None = None
-) -> EhrQaResult:
+async def resume_ehr_qa(graph: Graph, thread_id: str, *, config: RunnableConfig | None = None) -> EhrQaResult:
     """Continue the run checkpointed under `thread_id` (or return it if it finished)."""
     result: EhrQaResult = await resume_workflow(EHR_QA, graph, thread_id, config=config)
     return result

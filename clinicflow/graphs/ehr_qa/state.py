@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Required, TypedDict
 
+from langgraph.managed import RemainingSteps
+
 from clinicflow.graphs.channels import Conversation, Errors, Trace
 from clinicflow.graphs.trace import TraceRecord
 
@@ -74,8 +76,10 @@ class OutputState(TypedDict, total=False):
 
 
 class State(InputState, OutputState, total=False):
-    """Everything the graph keeps between nodes; `messages` is the planner's tool-call conversation."""
+    """Everything the graph keeps between nodes; `messages` is the planner's tool-call conversation,
+    `remaining_steps` LangGraph's count of the supersteps left under the recursion limit."""
 
     messages: Conversation
+    remaining_steps: RemainingSteps
     invalid_streak: int
     retrieval_done: bool

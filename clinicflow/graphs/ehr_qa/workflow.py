@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from langgraph.pregel import Pregel
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinicflow.graphs.ehr_qa.graph import build_ehr_qa_graph
+from clinicflow.graphs.ehr_qa.graph import EhrQaGraph, build_ehr_qa_graph
 from clinicflow.graphs.ehr_qa.result import EhrQaInputError, EhrQaRunError, ehr_qa_result
 from clinicflow.graphs.inputs import PatientId
 from clinicflow.graphs.workflow import RunErrors, Workflow, WorkflowDeps, check_patient_exists, jsonable
-from clinicflow.tools import make_fhir_tools
 
 __all__ = ["EHR_QA", "EhrQaInput"]
 
@@ -31,14 +29,12 @@ class EhrQaInput(BaseModel):
     patient_id: PatientId = Field(description="FHIR id of the patient in context.")
 
 
-async def _build(deps: WorkflowDeps) -> Pregel:
-    tools = make_fhir_tools(
-        deps.require_fhir(),
-        token_budget=deps.settings.evidence_token_budget,
-        manifest_budget=deps.settings.manifest_token_budget,
-    )
+async def _build(deps: WorkflowDeps) -> EhrQaGraph:
     return build_ehr_qa_graph(
-        await deps.model(), tools, checkpointer=deps.checkpointer, max_steps=deps.settings.max_steps
+        await deps.model(),
+        deps.record_tools(),
+        checkpointer=deps.checkpointer,
+        max_steps=deps.settings.max_steps,
     )
 
 

@@ -18,9 +18,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from clinicflow.graphs.assemble import assemble, check_limits
-from clinicflow.graphs.ehr_task.nodes import EhrTaskNodes
+from clinicflow.graphs.assemble import assemble
+from clinicflow.graphs.ehr_task.nodes import SUPERSTEPS_PER_ROUND, EhrTaskNodes
 from clinicflow.graphs.ehr_task.state import InputState, OutputState, State
+from clinicflow.graphs.limits import RunLimits
 from clinicflow.tools.write_tools import ApprovalPolicy, FhirWriter
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "route_after_write",
 ]
 
-EhrTaskGraph = CompiledStateGraph[State, None, InputState, OutputState]
+EhrTaskGraph = CompiledStateGraph[State, RunLimits, InputState, OutputState]
 
 
 def route_after_agent(state: State) -> Literal["tools", "agent", "__end__"]:
@@ -76,9 +77,10 @@ def build_ehr_task_graph(
 
     `approval="require"` stops at every write until `Command(resume=decision)`, and so needs a checkpointer;
     `approval="auto_approve"` is an explicit policy for evals, recorded in every run's state and audit.
-    `max_steps` bounds model calls per run; `max_retries` bounds retries after an invalid reply.
+    `max_steps` bounds model calls per run; `max_retries` bounds retries after an invalid reply; a run
+    may pass its own as `context=RunLimits(...)` (`graphs.limits`).
     """
-    check_limits(max_steps, max_retries)
+    limits = RunLimits(max_steps, max_retries)
     if approval == "require" and checkpointer is None:
         raise ValueError("approval='require' needs a checkpointer: a write waits for its decision there")
     nodes = EhrTaskNodes(
@@ -87,12 +89,11 @@ def build_ehr_task_graph(
         writer,
         write_tools=write_tools,
         approval=approval,
-        max_steps=max_steps,
-        max_retries=max_retries,
+        limits=limits,
     )
 
     return assemble(
-        StateGraph(State, input_schema=InputState, output_schema=OutputState),
+        StateGraph(State, context_schema=RunLimits, input_schema=InputState, output_schema=OutputState),
         nodes={name: getattr(nodes, name) for name in ("agent", "tools", "approve", "write")},
         edges=[(START, "agent")],
         routes={
@@ -103,5 +104,5 @@ def build_ehr_task_graph(
         },
         name="ehr_task",
         checkpointer=checkpointer,
-        recursion_limit=12 * (max_steps + 1) + 8,
+        recursion_limit=SUPERSTEPS_PER_ROUND * (max_steps + 1) + 8,
     )

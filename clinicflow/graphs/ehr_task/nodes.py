@@ -33,6 +33,7 @@ from clinicflow.agents.ehr_task import (
 from clinicflow.graphs.agent_step import AgentStep
 from clinicflow.graphs.ehr_task.state import State, WriteRecord, WriteStatus
 from clinicflow.graphs.hidden_args import hidden_args
+from clinicflow.graphs.limits import RunLimits, out_of_supersteps
 from clinicflow.graphs.tool_round import ToolRound, guarded_tool_node, read_tool_round
 from clinicflow.graphs.trace import now as _now
 from clinicflow.graphs.trace import trace_event as _event
@@ -126,6 +127,10 @@ def _finish(call: ToolCall, done: ToolRound) -> dict[str, Any]:
     }
 
 
+SUPERSTEPS_PER_ROUND = 12
+"""What one model call may take at most: agent, tools, then an approve and a write per proposed write."""
+
+
 class EhrTaskNodes:
     """The graph's nodes, holding the bound model, the read tool node and the writer, built once per graph."""
 
@@ -137,8 +142,7 @@ class EhrTaskNodes:
         *,
         write_tools: Sequence[BaseTool] | None = None,
         approval: ApprovalPolicy = "require",
-        max_steps: int = 8,
-        max_retries: int = 2,
+        limits: RunLimits,
     ) -> None:
         writes = list(write_tools) if write_tools is not None else make_write_tools()
         finish = finish_task_tool()
@@ -150,8 +154,7 @@ class EhrTaskNodes:
             raise ValueError(f"approval must be 'require' or 'auto_approve', got {approval!r}")
         self.writer = writer
         self.approval: ApprovalPolicy = approval
-        self.max_steps = max_steps
-        self.max_retries = max_retries
+        self.limits = limits
         self.read_names = {t.name for t in read_tools}
         self.write_names = {t.name for t in writes}
         self.tool_names = names
@@ -160,7 +163,7 @@ class EhrTaskNodes:
             name="task_agent",
             tool_names=names,
             hidden=hidden_args(read_tools),
-            max_retries=max_retries,
+            max_retries=limits.max_retries,
             render=render_task_reply,
             retry_message=invalid_task_reply,
         )
@@ -170,8 +173,12 @@ class EhrTaskNodes:
 
     # -- agent -------------------------------------------------------------------------------------
 
-    async def agent(self, state: State, config: RunnableConfig) -> dict[str, Any]:
-        """Ask the model for its next tool calls; retry an invalid reply a bounded number of times."""
+    async def agent(self, state: State, config: RunnableConfig, runtime: Any = None) -> dict[str, Any]:
+        """Ask the model for its next tool calls; retry an invalid reply a bounded number of times. The
+        run ends at its step limit, or where a round of calls and writes might not fit in its supersteps."""
+        limits = self.limits.of(runtime)
+        if out_of_supersteps(state, SUPERSTEPS_PER_ROUND):
+            return self._step_limit(f"recursion limit near after {state.get('steps', 0)} steps")
         run_id = state.get("run_id") or config.get("configurable", {}).get("thread_id") or uuid.uuid4().hex
         prompt = task_messages(
             state["instruction"],
@@ -180,7 +187,9 @@ class EhrTaskNodes:
             patient_label=state.get("patient_label") or _patient_label(state.get("patient_id")),
             history=state.get("messages", []),
         )
-        step = await self._agent(prompt, config, streak=state.get("invalid_streak", 0))
+        step = await self._agent(
+            prompt, config, streak=state.get("invalid_streak", 0), max_retries=limits.max_retries
+        )
         steps = state.get("steps", 0) + 1
         update: dict[str, Any] = {
             "steps": steps,
@@ -194,16 +203,17 @@ class EhrTaskNodes:
         if step.gave_up:
             failure = f"the agent gave up after {step.streak} invalid replies in a row; last: {step.reason}"
             update |= {"errors": [failure], "status": "failed", "finished": True}
-        elif steps >= self.max_steps:
-            update |= self._step_limit()
+        elif steps >= limits.max_steps:
+            update |= self._step_limit(f"step limit {limits.max_steps} reached")
         return update
 
-    def _step_limit(self) -> dict[str, Any]:
-        return {"errors": [f"step limit {self.max_steps} reached"], "status": "step_limit", "finished": True}
+    @staticmethod
+    def _step_limit(error: str) -> dict[str, Any]:
+        return {"errors": [error], "status": "step_limit", "finished": True}
 
     # -- tools -------------------------------------------------------------------------------------
 
-    async def tools(self, state: State, config: RunnableConfig) -> dict[str, Any]:
+    async def tools(self, state: State, config: RunnableConfig, runtime: Any = None) -> dict[str, Any]:
         """Run read calls, prepare write calls for approval (nothing is sent), and record a finish."""
         last = state["messages"][-1]
         calls = list(last.tool_calls) if isinstance(last, AIMessage) else []
@@ -230,8 +240,9 @@ class EhrTaskNodes:
                 )
                 done.trace.append(_event("tool", name, error="unknown tool"))
 
-        if not update.get("finished") and state.get("steps", 0) >= self.max_steps:
-            update |= self._step_limit()
+        max_steps = self.limits.of(runtime).max_steps
+        if not update.get("finished") and state.get("steps", 0) >= max_steps:
+            update |= self._step_limit(f"step limit {max_steps} reached")
         return update | {
             "messages": done.messages,
             "trace": done.trace,

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.pregel import Pregel
 
 from clinicflow.agents.ehr_task import current_time_from_context
 from clinicflow.graphs.checkpoints import open_checkpointer
@@ -27,6 +26,7 @@ from clinicflow.graphs.ehr_task.result import (
 )
 from clinicflow.graphs.ehr_task.workflow import EHR_TASK
 from clinicflow.graphs.runner import check_patient_id, check_text, resume_workflow, run_workflow
+from clinicflow.graphs.workflow import Graph
 from clinicflow.tools.write_tools import Approve, Edit, Reject
 
 __all__ = [
@@ -52,7 +52,7 @@ def _check_now(now: str | None) -> str:
 
 
 async def run_ehr_task(
-    graph: Pregel,
+    graph: Graph,
     instruction: str,
     *,
     context: str = "",
@@ -85,7 +85,7 @@ async def run_ehr_task(
 
 
 async def resume_ehr_task(
-    graph: Pregel,
+    graph: Graph,
     thread_id: str,
     decision: Approve | Reject | Edit | Mapping[str, Any] | str | None = None,
     *,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal, Required, TypedDict
 
+from langgraph.managed import RemainingSteps
+
 from clinicflow.graphs.channels import Conversation, Errors, Trace
 from clinicflow.graphs.trace import TraceRecord
 
@@ -73,9 +75,11 @@ class State(InputState, OutputState, total=False):
 
     `pending_writes` are prepared writes awaiting a decision, in call order; `approved` is the one write
     approved and not yet executed (with who approved it), so a resumed run executes it without asking again.
+    `remaining_steps` is LangGraph's count of the supersteps left under the recursion limit.
     """
 
     messages: Conversation
+    remaining_steps: RemainingSteps
     pending_writes: list[dict[str, Any]]
     approved: dict[str, Any] | None
     invalid_streak: int

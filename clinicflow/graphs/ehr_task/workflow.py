@@ -7,15 +7,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from langgraph.pregel import Pregel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinicflow.agents.ehr_task import current_time_from_context
-from clinicflow.graphs.ehr_task.graph import build_ehr_task_graph
+from clinicflow.graphs.ehr_task.graph import EhrTaskGraph, build_ehr_task_graph
 from clinicflow.graphs.ehr_task.result import EhrTaskInputError, EhrTaskRunError, ehr_task_result
 from clinicflow.graphs.inputs import PatientId
 from clinicflow.graphs.workflow import RunErrors, Workflow, WorkflowDeps, check_patient_exists, jsonable
-from clinicflow.tools import make_fhir_tools
 from clinicflow.tools.write_tools import FhirWriter
 
 __all__ = ["EHR_TASK", "EhrTaskInput"]
@@ -44,15 +42,11 @@ class EhrTaskInput(BaseModel):
         return value
 
 
-async def _build(deps: WorkflowDeps) -> Pregel:
+async def _build(deps: WorkflowDeps) -> EhrTaskGraph:
     client = deps.require_fhir()
     return build_ehr_task_graph(
         await deps.model(),
-        make_fhir_tools(
-            client,
-            token_budget=deps.settings.evidence_token_budget,
-            manifest_budget=deps.settings.manifest_token_budget,
-        ),
+        deps.record_tools(),
         FhirWriter(client),
         approval="require",
         checkpointer=deps.checkpointer,

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from langgraph.pregel import Pregel
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from clinicflow.graphs.encounter.graph import RoleModels, build_encounter_graph
 from clinicflow.graphs.encounter.result import encounter_outcome
 from clinicflow.graphs.encounter.state import EncounterCase
 from clinicflow.graphs.inputs import PatientId, bounded_json
-from clinicflow.graphs.workflow import Workflow, WorkflowDeps, jsonable
+from clinicflow.graphs.workflow import Graph, Workflow, WorkflowDeps, jsonable
 
 __all__ = ["CASE_SECTION_MAX_CHARS", "ENCOUNTER", "CaseSection", "EncounterInput"]
 
@@ -41,7 +40,7 @@ class EncounterInput(BaseModel):
     patient_id: PatientId | None = Field(None, description="FHIR patient, if any.")
 
 
-async def _build(deps: WorkflowDeps) -> Pregel:
+async def _build(deps: WorkflowDeps) -> Graph:
     model = await deps.model()
     return build_encounter_graph(RoleModels(model, model, model, model), checkpointer=deps.checkpointer)
 
