@@ -171,6 +171,10 @@ def train(
             "--stop-after", min=1, help="Stop after N optimizer steps (the schedule stays the same)."
         ),
     ] = None,
+    init_adapter: Annotated[
+        Path | None,
+        typer.Option("--init-adapter", help="Start from this LoRA adapter folder instead of fresh weights."),
+    ] = None,
 ) -> None:
     """LoRA-tune a Gemma 3 model on chat JSONL: loss on assistant turns only, resumable, seeded."""
     import json
@@ -197,6 +201,7 @@ def train(
             gradient_checkpointing=gradient_checkpointing,
             merge=merge,
             stop_after_steps=stop_after,
+            init_adapter=str(init_adapter) if init_adapter is not None else None,
         )
         result = train_lora(config, out, device=device)
     except (TrainingDataError, ModelError) as exc:
@@ -222,6 +227,15 @@ def make_data(
     max_per_group: Annotated[
         int | None, typer.Option("--max-per-group", min=1, help="Most examples per role and category.")
     ] = None,
+    roles: Annotated[
+        str, typer.Option(help="Comma-separated roles to keep: planner, extractor, answerer.")
+    ] = "planner,extractor,answerer",
+    spread: Annotated[
+        bool,
+        typer.Option(
+            "--spread", help="Draw each role and category's examples evenly over its question types."
+        ),
+    ] = False,
 ) -> None:
     """Make EHRQA fine-tuning data from a fresh PySynthea cohort: gold planner, extractor, answerer turns."""
     import asyncio
@@ -237,8 +251,20 @@ def make_data(
     cohort = out / "cohort"
     if not any(cohort.glob("*.json")):
         generate_cohort(cohort, patients, seed)
+    kept = tuple(r.strip() for r in roles.split(",") if r.strip())
+    unknown = sorted(set(kept) - {"planner", "extractor", "answerer"})
+    if unknown or not kept:
+        raise _fail(f"--roles takes planner, extractor and answerer, not {', '.join(unknown) or 'nothing'}")
     stats = asyncio.run(
-        build_ehrqa_data(cohort, out, seed=seed, per_patient=per_patient, max_per_group=max_per_group)
+        build_ehrqa_data(
+            cohort,
+            out,
+            seed=seed,
+            per_patient=per_patient,
+            max_per_group=max_per_group,
+            roles=kept,
+            spread=spread,
+        )
     )
     typer.echo(json.dumps(stats["totals"]))
     typer.echo(f"Training data in {out} (counts per role and category in stats.json)")

@@ -43,10 +43,22 @@ def code_names(resources: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return names
 
 
-def _sample(examples: list[dict[str, Any]], per_group: int, seed: int) -> list[dict[str, Any]]:
-    """At most `per_group` examples per role and category, drawn with a seeded shuffle."""
+def _sample(
+    examples: list[dict[str, Any]], per_group: int, seed: int, *, spread: bool = False
+) -> list[dict[str, Any]]:
+    """At most `per_group` examples per role and category, drawn with a seeded shuffle; with `spread`,
+    evenly over the category's question types (each type's first example, then each one's second, ...)."""
     shuffled = list(examples)
     random.Random(f"sample|{seed}").shuffle(shuffled)
+    if spread:
+        rank: Counter[tuple[str, str, str]] = Counter()
+        ranked = []
+        for example in shuffled:
+            meta = example["metadata"]
+            kind = (meta["role"], meta["category"], meta["qtype"])
+            ranked.append((rank[kind], example))
+            rank[kind] += 1
+        shuffled = [example for _, example in sorted(ranked, key=lambda pair: pair[0])]
     taken: Counter[tuple[str, str]] = Counter()
     out = []
     for example in shuffled:
@@ -74,10 +86,13 @@ async def build_ehrqa_data(
     val_fraction: float = 0.15,
     manifest_budget: int = 150,
     max_per_group: int | None = None,
+    roles: Sequence[str] = ("planner", "extractor", "answerer"),
+    spread: bool = False,
     token_count: Callable[[list[dict[str, str]]], int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write `train.jsonl`, `val.jsonl` and `stats.json` under `out_dir`; returns the stats."""
+    """Write `train.jsonl`, `val.jsonl` and `stats.json` under `out_dir`; returns the stats. Only the
+    examples of `roles` are kept; `max_per_group` and `spread` are `_sample`'s."""
     records = read_records(cohort)
     questions = generate_questions(records, seed=seed, per_patient=per_patient)
     val_patients = _split_patients([r.patient_id for r in records], val_fraction, seed)
@@ -94,12 +109,17 @@ async def build_ehrqa_data(
                 }
                 names = {r.patient_id: code_names(r.resources) for r in records}
                 examples = await gold_examples(questions, GoldCallRunner(tools), tools, manifests, names)
+    examples = [e for e in examples if e["metadata"]["role"] in roles]
     for example in examples:
         example["metadata"]["split"] = "val" if example["metadata"]["patient_id"] in val_patients else "train"
     if max_per_group is not None:
-        train = _sample([e for e in examples if e["metadata"]["split"] == "train"], max_per_group, seed)
+        train_examples = [e for e in examples if e["metadata"]["split"] == "train"]
+        train = _sample(train_examples, max_per_group, seed, spread=spread)
         val = _sample(
-            [e for e in examples if e["metadata"]["split"] == "val"], max(2, max_per_group // 4), seed
+            [e for e in examples if e["metadata"]["split"] == "val"],
+            max(2, max_per_group // 4),
+            seed,
+            spread=spread,
         )
         examples = train + val
     return _write(examples, questions, val_patients, out_dir, token_count)

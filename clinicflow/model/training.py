@@ -68,6 +68,8 @@ class TrainConfig:
     merge: bool = False
     stop_after_steps: int | None = None
     """End the run after this many optimizer steps; the schedule stays that of all `epochs`."""
+    init_adapter: str | None = None
+    """A LoRA adapter folder (same rank, every linear layer) to start from instead of fresh weights."""
 
 
 @dataclass
@@ -261,7 +263,33 @@ def _lora_model(config: TrainConfig, device: Any, peft: Any) -> Any:
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    return peft.get_peft_model(model, lora)
+    model = peft.get_peft_model(model, lora)
+    if config.init_adapter is not None:
+        _load_adapter_weights(model, Path(config.init_adapter), peft)
+    return model
+
+
+def _load_adapter_weights(model: Any, folder: Path, peft: Any) -> None:
+    """Start from a saved adapter's weights; refuse one whose weights do not all fit this model."""
+    from safetensors.torch import load_file
+
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise TrainingDataError(f"--init-adapter {folder}: no adapter_model.safetensors there")
+    saved = load_file(str(weights))
+    try:
+        result = peft.set_peft_model_state_dict(model, saved)
+    except RuntimeError as exc:  # shapes differ: another rank or base model
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        message = f"--init-adapter {folder} does not fit (rank and layers must match): {first}"
+        raise TrainingDataError(message) from None
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    fresh = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
+    if unexpected or fresh:
+        raise TrainingDataError(
+            f"--init-adapter {folder} does not fit (rank and layers must match): "
+            f"{len(unexpected)} unexpected and {len(fresh)} missing LoRA weights"
+        )
 
 
 def _optimizer(model: Any, config: TrainConfig, *, total_steps: int) -> tuple[Any, Any]:

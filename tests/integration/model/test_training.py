@@ -158,3 +158,22 @@ def test_validation_reads_at_most_max_val_examples_and_a_run_stops_after_its_ste
     result = train_lora(config, tmp_path / "run", device="cpu", progress=False)
     assert result.val_examples == 2
     assert result.optimizer_steps == 2
+
+
+def test_a_run_can_start_from_a_saved_adapter(tiny_dir: Path, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.jsonl", [EXAMPLE] * 4)
+    val = _write(tmp_path / "val.jsonl", [EXAMPLE])
+    base = dict(base_model=str(tiny_dir), train_files=(str(train),), val_files=(str(val),), grad_accum=2)
+    first = train_lora(
+        TrainConfig(**base, seed=1, epochs=4, learning_rate=5e-3), tmp_path / "a", progress=False
+    )
+    assert first.val_loss_after is not None
+    started = TrainConfig(**base, seed=2, epochs=1, init_adapter=str(tmp_path / "a" / "adapter"))
+    second = train_lora(started, tmp_path / "b", progress=False)
+    # It starts where the first run ended, not from fresh (zero-effect) LoRA weights.
+    assert second.val_loss_before == pytest.approx(first.val_loss_after, rel=1e-4)
+
+    with pytest.raises(TrainingDataError, match="does not fit"):
+        train_lora(replace(started, lora_r=4, lora_alpha=8), tmp_path / "c", progress=False)
+    with pytest.raises(TrainingDataError, match=r"no adapter_model\.safetensors"):
+        train_lora(replace(started, init_adapter=str(tmp_path)), tmp_path / "d", progress=False)
