@@ -12,6 +12,7 @@ given more steps than its graph allows stops with a `step limit` error, never wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,8 @@ class RunLimits:
         return context if isinstance(context, RunLimits) else self
 
 
-def out_of_supersteps(state: Any, needed: int) -> bool:
+def out_of_supersteps(state: Mapping[str, Any], needed: int) -> bool:
     """Whether fewer than `needed` more supersteps fit under the run's recursion limit (LangGraph's
     managed `remaining_steps`, counting the current one); False where the state does not carry it."""
-    remaining = state.get("remaining_steps") if hasattr(state, "get") else None
+    remaining = state.get("remaining_steps")
     return isinstance(remaining, int) and remaining <= needed
